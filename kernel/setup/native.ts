@@ -1,0 +1,6 @@
+import type { SetupStep } from "./step.js";
+
+// Placeholder until this step is written; replaced by its owner.
+export function nativeSteps(): SetupStep[] {
+  return [];
+}
