@@ -91,3 +91,30 @@ export interface MagicSpec<F extends FlagMap = FlagMap> {
 export function defineMagic<F extends FlagMap>(spec: MagicSpec<F>): MagicSpec<F> {
   return spec;
 }
+
+/** A cell split into what runs as TypeScript and what runs as magics, in order. */
+export type CellSegment =
+  | { kind: "code"; code: string; startLine: number }
+  | { kind: "line-magic"; line: string; startLine: number }
+  | { kind: "cell-magic"; header: string; body: string; startLine: number };
+
+export interface MagicOutcome {
+  value: unknown;
+  /** The value becomes the cell's execute_result (see MagicSpec.showsResult). */
+  showsResult: boolean;
+  /** The magic's name, under which the session keeps the result for TypeScript (`tunelab.results`). */
+  name: string;
+}
+
+/** What the session needs from the magic system (implemented by kernel/magics/registry.ts). */
+export interface MagicRunner {
+  /** Splits a cell: a first line `%%name` makes the whole cell a cell magic; `%name` lines are line magics; the rest is code. */
+  parseCell(code: string): CellSegment[];
+  /** Parses and runs one magic segment; throws UsageError for bad input (including `%name?` help, which displays and returns). */
+  run(segment: Exclude<CellSegment, { kind: "code" }>, ctx: MagicContext): Promise<MagicOutcome>;
+  /** Completion of magic names and flags; null when the cursor is not in a magic line. */
+  complete(code: string, cursor: number): { matches: string[]; cursorStart: number; cursorEnd: number } | null;
+  /** Help for the magic under the cursor; null when the cursor is not in a magic line. */
+  inspect(code: string, cursor: number): import("../display/mime.js").DisplayOutput | null;
+  names(): string[];
+}
