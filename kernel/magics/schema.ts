@@ -59,6 +59,8 @@ export interface MagicContext {
   cwd: string;
   /** Runs TypeScript in the notebook's scope (used by %time). Resolves to the last expression's value. */
   evaluate(code: string): Promise<unknown>;
+  /** Every magic the runner knows (set by the registry for %lsmagic). */
+  magics?: readonly MagicSpec<FlagMap>[];
 }
 
 export interface MagicInvocation<F extends FlagMap> {

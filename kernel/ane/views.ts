@@ -1,0 +1,153 @@
+import * as aq from "arquero";
+import { figure, type Figure } from "../display/figure.js";
+import { table, type ColumnTable, type Table } from "../display/table.js";
+import type { PlotlyTrace } from "../display/plotly-types.js";
+import type { BenchRow } from "./bench-job.js";
+import type { BenchOutcome } from "./bench.js";
+import { M4_MAX_REFERENCE } from "./configs.js";
+import type { TrainPoint, TrainSummary } from "./train.js";
+
+/** arquero types its rows as `object`; the table helper reads them as records. */
+function columns(rows: Record<string, unknown>[]): ColumnTable {
+  const t = aq.from(rows);
+  return {
+    columnNames: () => t.columnNames(),
+    numRows: () => t.numRows(),
+    objects: (options) => t.objects(options) as Record<string, unknown>[],
+  };
+}
+
+const COLORS: Record<string, string> = { ane: "#d62728", cpu: "#1f77b4", mlx: "#2ca02c", "M4 Max (reference)": "#7f7f7f" };
+
+function fixed(digits: number) {
+  return (v: unknown) => (typeof v === "number" && Number.isFinite(v) ? v.toFixed(digits) : "–");
+}
+
+function precise(v: unknown): string {
+  if (typeof v !== "number" || !Number.isFinite(v)) return "–";
+  return v >= 100 ? v.toFixed(0) : v >= 1 ? v.toFixed(2) : v.toPrecision(3);
+}
+
+/** The results table: one row per backend and config, with the share of that backend's measured peak. */
+export function benchTable(outcome: BenchOutcome, caption = "Conv-stack throughput"): Table {
+  const showReference = outcome.rows.some((r) => r.backend === "ane");
+  const rows = outcome.rows.map((r) => {
+    const peak = outcome.peaks[r.backend as keyof BenchOutcome["peaks"]];
+    const reference = r.channels === 512 && r.spatial === 64 ? M4_MAX_REFERENCE[r.depth] : undefined;
+    return {
+      backend: r.backend,
+      config: `${r.depth}x conv ${r.channels}ch sp${r.spatial}`,
+      "weight MB": r.weightMB,
+      "GFLOP/eval": r.gflop,
+      "ms/eval": r.msMedian,
+      "spread ms (p10–p90)": `${precise(r.msP10)}–${precise(r.msP90)}`,
+      TFLOPS: r.tflops,
+      "% of peak": peak ? (100 * r.tflops) / peak.tflops : NaN,
+      "rel. error": r.relError,
+      ...(showReference ? { "M4 Max ms": reference?.ms ?? NaN, "M4 Max TFLOPS": reference?.tflops ?? NaN } : {}),
+    };
+  });
+  return table(columns(rows), {
+    caption,
+    format: {
+      "weight MB": fixed(1),
+      "GFLOP/eval": fixed(3),
+      "ms/eval": precise,
+      TFLOPS: (v) => (typeof v === "number" ? v.toPrecision(3) : "–"),
+      "% of peak": fixed(1),
+      "rel. error": (v) => (typeof v === "number" ? v.toExponential(1) : "–"),
+      "M4 Max ms": fixed(3),
+      "M4 Max TFLOPS": fixed(2),
+    },
+  });
+}
+
+/** What each backend's "% of peak" is measured against. */
+export function peaksTable(outcome: BenchOutcome): Table {
+  const rows: Record<string, unknown>[] = Object.entries(outcome.peaks).map(([backend, peak]) => ({ backend, "peak TFLOPS": peak!.tflops, "measured as": peak!.how }));
+  for (const [backend, reason] of Object.entries(outcome.unavailable)) rows.push({ backend, "peak TFLOPS": NaN, "measured as": reason });
+  return table(rows, { caption: "Peaks (same run)", format: { "peak TFLOPS": (v) => (typeof v === "number" && Number.isFinite(v) ? v.toPrecision(3) : "–") } });
+}
+
+/** Throughput against depth, one line per backend and channel count, with the M4 Max figures when the ANE ran. */
+export function benchFigure(rows: readonly BenchRow[], withReference: boolean): Figure {
+  const groups = new Map<string, BenchRow[]>();
+  for (const r of rows) {
+    const key = `${r.backend} ${r.channels}ch`;
+    groups.set(key, [...(groups.get(key) ?? []), r]);
+  }
+  const data: PlotlyTrace[] = [...groups.entries()].map(([name, rs]) => {
+    const sorted = [...rs].sort((a, b) => a.depth - b.depth);
+    return { type: "scatter", mode: "lines+markers", name, x: sorted.map((r) => r.depth), y: sorted.map((r) => r.tflops), line: { color: COLORS[rs[0]!.backend] } };
+  });
+  if (withReference) {
+    const depths = Object.keys(M4_MAX_REFERENCE).map(Number);
+    data.push({ type: "scatter", mode: "lines+markers", name: "M4 Max 512ch (reference)", x: depths, y: depths.map((d) => M4_MAX_REFERENCE[d]!.tflops), line: { color: COLORS["M4 Max (reference)"], dash: "dash" } });
+  }
+  return figure({
+    data,
+    layout: {
+      title: "Conv-stack throughput against depth",
+      height: 340,
+      xaxis: { title: "depth (chained 1x1 convs)" },
+      yaxis: { title: "TFLOPS", type: withReference || groups.size > 1 ? "log" : "linear" },
+      legend: { orientation: "h", y: -0.25 },
+    },
+  });
+}
+
+/** The live loss curve of %ane_train, with a dotted line where a fresh worker took over. */
+export function trainFigure(losses: readonly TrainPoint[], restartSteps: readonly number[], steps: number, live = false): Figure {
+  const finite = losses.filter((p) => Number.isFinite(p.loss) && p.loss > 0);
+  const lossAt = (step: number) => finite.find((p) => p.step >= step)?.loss ?? finite.at(-1)?.loss ?? 1;
+  const data: PlotlyTrace[] = [
+    { type: "scatter", mode: "lines", name: "loss", x: finite.map((p) => p.step), y: finite.map((p) => p.loss), line: { color: "#1f77b4" } },
+  ];
+  if (restartSteps.length > 0) {
+    data.push({ type: "scatter", mode: "markers", name: "worker restarted", x: [...restartSteps], y: restartSteps.map(lossAt), marker: { color: "#d62728", size: 9, symbol: "x" } });
+  }
+  const spec = {
+    data,
+    layout: {
+      title: "%ane_train loss",
+      height: 320,
+      xaxis: { title: "step", range: [0, steps] as [number, number] },
+      yaxis: { title: "MSE loss", type: "log" },
+      shapes: restartSteps.map((s) => ({ type: "line", x0: s, x1: s, yref: "paper", y0: 0, y1: 1, line: { color: "#d62728", dash: "dot", width: 1 } })),
+      legend: { orientation: "h", y: -0.25 },
+    },
+  };
+  const f = figure(spec);
+  return live ? f.light() : f;
+}
+
+export function trainTable(summary: TrainSummary, backend: string): Table {
+  return table(
+    columns([
+      {
+        backend,
+        status: summary.status,
+        steps: summary.steps,
+        "first loss": summary.firstLoss,
+        "final loss": summary.finalLoss,
+        restarts: summary.restarts,
+        compiles: summary.compiles,
+        "compile s": summary.compileMs / 1000,
+        "train s": summary.trainMs / 1000,
+        "wall s": summary.wallMs / 1000,
+        "GFLOP/s": summary.gflops,
+      },
+    ]),
+    {
+      caption: "%ane_train summary",
+      format: {
+        "first loss": fixed(4),
+        "final loss": fixed(4),
+        "compile s": fixed(2),
+        "train s": fixed(2),
+        "wall s": fixed(2),
+        "GFLOP/s": fixed(2),
+      },
+    },
+  );
+}

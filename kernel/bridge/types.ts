@@ -1,0 +1,162 @@
+/**
+ * The shapes of the MLX bridge's results and events (docs/bridge-protocol.md, version 1).
+ * The wire carries plain JSON; these types are what the kernel relies on after a call.
+ */
+
+export interface BlasInfo {
+  name: string;
+  path: string | null;
+  gflops: number | null;
+  /** True for the netlib reference BLAS bundled with the mlx-cpu wheel (about 9x slower). */
+  reference: boolean;
+  /** Set when `reference` is: what is slow and how to fix it. */
+  warning?: string | null;
+}
+
+export interface ModelInfo {
+  name: string;
+  path: string;
+  model_type: string;
+  num_layers: number;
+  hidden_size: number;
+  vocab_size: number;
+  parameters: number;
+  dtype: string;
+  quantized: boolean;
+  load_seconds: number;
+}
+
+export interface BridgeStatus {
+  version: string;
+  protocol: number;
+  mlx: string;
+  mlx_lm: string;
+  device: string;
+  blas: BlasInfo;
+  model: ModelInfo | null;
+  active_adapter: string | null;
+  job: string | null;
+  pid: number;
+}
+
+export interface DataSource {
+  /** Where the text came from (a file path or "cell"), named by the bridge in its errors. */
+  source: string;
+  text: string;
+}
+
+export interface TuneParams {
+  model: string | null;
+  data: { train: DataSource; valid: DataSource | null };
+  name: string | null;
+  iters: number;
+  batch_size: number;
+  lr: number;
+  rank: number;
+  scale: number;
+  dropout: number;
+  layers: number;
+  keys: string[];
+  grad_clip: number;
+  max_seq_length: number;
+  seed: number;
+  save_every: number;
+  resume: boolean;
+  repeat: number;
+  mask_prompt: boolean;
+  eval_prompts: string[];
+  eval_max_tokens: number;
+  steps_per_report: number;
+  steps_per_eval: number | null;
+  prefix_cache: boolean;
+}
+
+export interface ProgressEvent {
+  step: number;
+  iters: number;
+  loss: number;
+  lr: number;
+  it_per_s: number;
+  tokens_per_s: number;
+  trained_tokens: number;
+  peak_memory_gb: number;
+  elapsed_s: number;
+}
+
+export interface ValEvent {
+  step: number;
+  val_loss: number;
+}
+
+export interface EvalPair {
+  prompt: string;
+  before: string | null;
+  after: string | null;
+}
+
+export interface TuneResult {
+  name: string;
+  run_dir: string;
+  adapter_path: string | null;
+  status: "completed" | "interrupted";
+  steps: number;
+  iters: number;
+  seconds: number;
+  train_seconds: number;
+  it_per_s: number;
+  tokens_per_s: number;
+  trained_tokens: number;
+  trainable_params: number;
+  total_params: number;
+  first_loss: number | null;
+  last_loss: number | null;
+  val_loss: number | null;
+  peak_memory_gb: number;
+  evals: EvalPair[];
+  model: ModelInfo;
+  blas: BlasInfo;
+  optimisations: Record<string, unknown>;
+}
+
+export interface GenerateParams {
+  prompt: string;
+  /** A run name, "none" for the base model, or null to keep the active adapter. */
+  adapter: string | null;
+  max_tokens: number;
+  temp: number;
+  top_p: number;
+  seed: number | null;
+  system: string | null;
+  model: string | null;
+}
+
+export interface GenerateResult {
+  text: string;
+  tokens: number;
+  prompt_tokens: number;
+  tokens_per_s: number;
+  prompt_tps: number;
+  adapter: string | null;
+  finish_reason: string;
+  seconds: number;
+}
+
+/** One directory under runs/ as the bridge describes it; fields beyond `name` vary by run state. */
+export interface RunInfo {
+  name: string;
+  path: string;
+  has_adapter: boolean;
+  status: "completed" | "interrupted" | "incomplete" | null;
+  steps: number | null;
+  iters: number | null;
+  model: string | null;
+  last_loss: number | null;
+  /** Seconds since the epoch. */
+  modified: number | null;
+}
+
+export interface AdapterList {
+  runs: RunInfo[];
+  loaded: string[];
+  active: string | null;
+}

@@ -1,0 +1,130 @@
+"""Which fast-path optimisations are exact for a given model and LoRA set-up, and why not.
+
+Every optimisation here must give the same losses and adapter weights as mlx-lm's own step
+(`default_loss` under `nn.value_and_grad`). Where that cannot be guaranteed, it is switched
+off and the plan carries one sentence saying why, for the run's summary table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+from .anatomy import Anatomy, recognise
+
+DEFAULT_PREFIX_CACHE_MB = 1024
+
+
+@dataclass
+class FastOptions:
+    """What the caller allows; `plan` decides what actually applies."""
+
+    prefix_cache: bool = field(default=True, metadata={"help": "Reuse the frozen blocks' output per example (--no-prefix-cache turns it off)."})
+    prefix_cache_mb: int = field(default=DEFAULT_PREFIX_CACHE_MB, metadata={"help": "Memory budget for cached activations; examples beyond it run the full forward."})
+    loss_head: bool = field(default=True, metadata={"help": "Final norm and vocabulary logits only at positions the loss counts."})
+    trim_padding: bool = field(default=True, metadata={"help": "Cut each batch to its longest example instead of mlx-lm's 32-token padding."})
+    compile: bool = field(default=True, metadata={"help": "mx.compile the loss-and-gradient step (one trace per bucketed shape)."})
+
+
+@dataclass
+class Decision:
+    applies: bool
+    reason: str = ""
+
+    def as_dict(self) -> Dict[str, object]:
+        return {"used": self.applies, "reason": self.reason}
+
+
+@dataclass
+class FastPlan:
+    anatomy: Optional[Anatomy]
+    first_adapted_block: int
+    num_blocks: int
+    prefix_cache: Decision
+    loss_head: Decision
+    trim_padding: Decision
+    compile: Decision
+    prefix_cache_bytes: int
+
+    @property
+    def any(self) -> bool:
+        return any(d.applies for d in (self.prefix_cache, self.loss_head, self.trim_padding, self.compile))
+
+    def summary(self) -> Dict[str, Dict[str, object]]:
+        """For the run's summary table and `TuneResult.optimisations`."""
+        return {
+            "prefix_cache": {**self.prefix_cache.as_dict(), "frozen_blocks": self.first_adapted_block if self.prefix_cache.applies else 0},
+            "loss_head": self.loss_head.as_dict(),
+            "trim_padding": self.trim_padding.as_dict(),
+            "compile": self.compile.as_dict(),
+        }
+
+
+def _draws_random(module: nn.Module) -> bool:
+    """True when a module would draw random numbers in training mode (dropout with p > 0)."""
+    return any(getattr(m, "_p_1", 1.0) < 1.0 for _, m in module.named_modules())
+
+
+def _has_trainable(module: nn.Module) -> bool:
+    return len(tree_flatten(module.trainable_parameters())) > 0
+
+
+def plan(model: nn.Module, options: Optional[FastOptions] = None) -> FastPlan:
+    """Decide, from the model as it will be trained (LoRA already applied, base frozen)."""
+    options = options or FastOptions()
+    anatomy, why_not = recognise(model)
+    if anatomy is None:
+        off = Decision(False, why_not)
+        return FastPlan(None, 0, 0, off, off, off, off, 0)
+
+    blocks = anatomy.blocks
+    adapted = [i for i, b in enumerate(blocks) if _has_trainable(b)]
+    first = adapted[0] if adapted else len(blocks)
+    random_anywhere = _draws_random(model)
+
+    if not options.prefix_cache:
+        prefix = Decision(False, "turned off (--no-prefix-cache)")
+    elif options.prefix_cache_mb <= 0:
+        prefix = Decision(False, "the activation budget is 0 MB")
+    elif _has_trainable(anatomy.embed):
+        prefix = Decision(False, "the embedding is trained, so the blocks' inputs change every step")
+    elif not adapted:
+        prefix = Decision(False, "no block has trainable weights")
+    elif first == 0:
+        prefix = Decision(False, "adapters start at the first block, so there is no frozen prefix to reuse")
+    elif _draws_random(anatomy.embed) or any(_draws_random(b) for b in blocks[:first]):
+        prefix = Decision(False, f"dropout in the blocks below block {first} makes their output differ every step")
+    else:
+        prefix = Decision(True, f"blocks 0-{first - 1} computed once per example")
+
+    head = Decision(True, "norm and logits only at answer/loss positions") if options.loss_head else Decision(False, "turned off")
+
+    # Dropout draws one random mask per element of the padded batch; changing the batch width
+    # or tracing the step would change which numbers are drawn, so both stay off with dropout.
+    if not options.trim_padding:
+        trim = Decision(False, "turned off")
+    elif random_anywhere:
+        trim = Decision(False, "dropout draws depend on the padded batch shape")
+    else:
+        trim = Decision(True, "batches cut to their longest example, widths bucketed to multiples of 8")
+
+    if not options.compile:
+        compiled = Decision(False, "turned off")
+    elif random_anywhere:
+        compiled = Decision(False, "dropout draws random numbers inside the step")
+    else:
+        compiled = Decision(True, "mx.compile of the loss and gradient")
+
+    return FastPlan(
+        anatomy=anatomy,
+        first_adapted_block=first,
+        num_blocks=len(blocks),
+        prefix_cache=prefix,
+        loss_head=head,
+        trim_padding=trim,
+        compile=compiled,
+        prefix_cache_bytes=max(0, options.prefix_cache_mb) * 2**20,
+    )

@@ -1,0 +1,91 @@
+"""The fast path's loss and gradient, a drop-in for mlx-lm's `default_loss` under
+`nn.value_and_grad(model, ...)`: same values, same gradient tree over the trainable parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence, Tuple
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx_lm.tuner.trainer import default_loss
+
+from .applicability import FastPlan
+from .bucketing import layout
+from .compiled_step import compiled_loss, compiled_value_and_grad
+from .loss_head import loss_at_positions
+from .prefix_cache import PrefixCache, PrefixCacheStats, ProgressCallback
+
+Grads = dict
+
+
+class FastLossFn:
+    def __init__(self, model: nn.Module, fast_plan: FastPlan):
+        self.model = model
+        self.plan = fast_plan
+        anatomy = fast_plan.anatomy
+        self.cache: Optional[PrefixCache] = None
+        if anatomy is None:
+            self._value_and_grad = nn.value_and_grad(model, default_loss)
+            return
+        if fast_plan.prefix_cache.applies:
+            self.cache = PrefixCache(anatomy, fast_plan.first_adapted_block, fast_plan.prefix_cache_bytes)
+        start = fast_plan.first_adapted_block if self.cache is not None else 0
+        cached = self.cache is not None
+
+        def loss(inputs: mx.array, positions: mx.array, targets: mx.array, weights: mx.array, ntoks: mx.array) -> mx.array:
+            h = inputs if cached else anatomy.embed_tokens(inputs)
+            h = anatomy.run_blocks(h, start)
+            return loss_at_positions(anatomy, h, positions, targets, weights, ntoks)
+
+        self._loss = loss
+        if fast_plan.compile.applies:
+            self._value_and_grad = compiled_value_and_grad(model, loss)
+            self._loss_only = compiled_loss(model, loss)
+        else:
+            self._value_and_grad = nn.value_and_grad(model, loss)
+            self._loss_only = loss
+
+    def precompute(self, sequences: Iterable[Sequence[int]], progress: Optional[ProgressCallback] = None) -> Optional[PrefixCacheStats]:
+        """Fill the prefix cache up front (token sequences as iterate_batches will see them, i.e.
+        already cut to max_seq_length). Without a cache this does nothing and returns None."""
+        if self.cache is None:
+            return None
+        return self.cache.precompute(sequences, progress)
+
+    def _arguments(self, batch: mx.array, lengths: mx.array) -> Tuple[mx.array, ...]:
+        lay = layout(
+            np.array(batch),
+            np.array(lengths),
+            trim=self.plan.trim_padding.applies,
+            loss_positions_only=self.plan.loss_head.applies,
+        )
+        if self.cache is not None:
+            inputs = self.cache.hidden(lay.source, lay.lengths, lay.width)
+        else:
+            inputs = mx.array(lay.tokens)
+        return (
+            inputs,
+            mx.array(lay.positions),
+            mx.array(lay.targets),
+            mx.array(lay.weights),
+            mx.array(lay.ntoks, dtype=mx.int32),
+        )
+
+    def loss_and_grad(self, batch: mx.array, lengths: mx.array) -> Tuple[mx.array, mx.array, Grads]:
+        """(loss, ntoks, grads) for one `iterate_batches` batch, like
+        `nn.value_and_grad(model, default_loss)(model, batch, lengths)`."""
+        if self.plan.anatomy is None:
+            (loss, ntoks), grads = self._value_and_grad(self.model, batch, lengths)
+            return loss, ntoks, grads
+        args = self._arguments(batch, lengths)
+        loss, grads = self._value_and_grad(*args)
+        return loss, args[-1], grads
+
+    def loss(self, batch: mx.array, lengths: mx.array) -> Tuple[mx.array, mx.array]:
+        """(loss, ntoks) without gradients, e.g. for validation batches."""
+        if self.plan.anatomy is None:
+            return default_loss(self.model, batch, lengths)
+        args = self._arguments(batch, lengths)
+        return self._loss_only(*args), args[-1]

@@ -1,0 +1,213 @@
+"""What the bridge holds between requests (the base model, its adapters) and the methods on it.
+
+`run_job` runs on the MLX worker thread only. `status` and `adapters_list` are read by the
+socket thread: they touch plain Python values, never MLX.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from . import __version__
+from .protocol import PROTOCOL_VERSION, BridgeError, Params
+from .runs import list_runs
+from .worker import Job
+
+
+def _package_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def fallback_blas_report() -> dict[str, Any]:
+    """Which BLAS library the process mapped, when `blas` cannot say more."""
+    path = None
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            for line in maps:
+                name = line.rsplit(" ", 1)[-1].strip()
+                base = os.path.basename(name)
+                if "openblas" in base or base.startswith(("libblas", "libmkl", "libaccelerate")):
+                    path = name
+                    if "openblas" in base:
+                        break
+    except OSError:
+        pass
+    if platform.system() == "Darwin":
+        return {"name": "Accelerate", "path": None, "gflops": None, "reference": False}
+    if path is None:
+        return {"name": "unknown", "path": None, "gflops": None, "reference": None}
+    reference = "openblas" not in os.path.basename(path) and "mkl" not in path
+    return {"name": "reference BLAS" if reference else "OpenBLAS", "path": path, "gflops": None, "reference": reference}
+
+
+class Service:
+    def __init__(self, runs_dir: Path):
+        from .models import ModelStore
+
+        self.runs_dir = runs_dir
+        self.store = ModelStore()
+        self.adapters: Any = None  # AdapterManager of the loaded model
+        self.blas: dict[str, Any] | None = None
+        self.model_info: dict[str, Any] | None = None
+        import mlx.core as mx
+
+        self.mlx_version = mx.__version__
+        self.device = str(mx.default_device())
+
+    # --- socket thread -----------------------------------------------------------------
+
+    def status(self, job_id: str | None) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "mlx": self.mlx_version,
+            "mlx_lm": _package_version("mlx-lm"),
+            "device": self.device,
+            "blas": self.blas,
+            "model": self.model_info,
+            "active_adapter": self.adapters.active if self.adapters else None,
+            "job": job_id,
+            "pid": os.getpid(),
+        }
+
+    def adapters_list(self) -> dict[str, Any]:
+        return {
+            "runs": list_runs(self.runs_dir),
+            "loaded": self.adapters.loaded_names() if self.adapters else [],
+            "active": self.adapters.active if self.adapters else None,
+        }
+
+    # --- worker thread -----------------------------------------------------------------
+
+    def warm(self) -> None:
+        try:
+            from .blas import blas_report
+        except ImportError:
+            self.blas = fallback_blas_report()
+            return
+        try:
+            self.blas = dict(blas_report())
+        except Exception:  # noqa: BLE001 - a failed measurement must not stop the bridge
+            self.blas = fallback_blas_report()
+
+    def run_job(self, job: Job) -> Mapping[str, Any]:
+        handler = {
+            "load_model": self._load_model,
+            "describe_model": self._describe_model,
+            "tune": self._tune,
+            "generate": self._generate,
+            "adapters.load": self._adapters_load,
+            "adapters.unload": self._adapters_unload,
+            "adapters.switch": self._adapters_switch,
+        }[job.method]
+        return handler(job)
+
+    def _model(self, job: Job, spec: str | None, *, keep_loaded: bool = True) -> Any:
+        from .adapters import AdapterManager
+
+        def log(detail: str) -> None:
+            job.emit("phase", {"name": "loading", "detail": detail})
+
+        previous = self.store.current
+        loaded = self.store.ensure(spec, log, keep_loaded=keep_loaded)
+        if loaded is not previous or self.adapters is None:
+            self.adapters = AdapterManager(loaded.model, self.runs_dir)
+            self.model_info = loaded.info
+        return loaded
+
+    def _load_model(self, job: Job) -> Mapping[str, Any]:
+        spec = Params("load_model", job.params).str("model")
+        return self._model(job, spec, keep_loaded=False).info
+
+    def _describe_model(self, job: Job) -> Mapping[str, Any]:
+        if self.store.current is None:
+            raise BridgeError("model_not_found", "no model is loaded yet; call load_model, %tune or %generate first.")
+        return self.store.current.info
+
+    def _greedy(self, loaded: Any, max_tokens: int) -> Any:
+        from .generation import Sampling, generate
+
+        def run(prompt: str) -> str:
+            return generate(loaded.model, loaded.tokenizer, prompt, Sampling(max_tokens=max_tokens))["text"]
+
+        return run
+
+    def _tune(self, job: Job) -> Mapping[str, Any]:
+        from .training import TuneConfig, TuneContext, tune
+
+        config = TuneConfig.from_params(job.params)
+        job.emit("phase", {"name": "loading"})
+        loaded = self._model(job, config.model)
+        context = TuneContext(
+            emit=job.emit,
+            cancelled=lambda: job.cancelled,
+            runs_root=self.runs_dir,
+            generate=self._greedy(loaded, config.eval_max_tokens),
+            blas=self.blas,
+        )
+        try:
+            return tune(loaded, self.adapters, job.params, context)
+        except Exception:
+            # Past its checks, tune stripped the adapters (layout None) and built fresh LoRA
+            # layers; unless it registered them (diverged: the last good weights), drop them so
+            # a half-trained adapter never shapes the next generation unannounced.
+            if self.adapters.layout is None:
+                self.adapters.strip()
+            raise
+
+    def _generate(self, job: Job) -> Mapping[str, Any]:
+        from .generation import Sampling, generate
+
+        p = Params("generate", job.params)
+        prompt = p.str("prompt", required=True)
+        sampling = Sampling(
+            max_tokens=p.int("max_tokens", 200, minimum=1),
+            temp=p.float("temp", 0.0, minimum=0.0),
+            top_p=p.float("top_p", 1.0, minimum=0.0),
+            seed=p.int("seed", 0),
+            system=p.str("system"),
+        )
+        loaded = self._model(job, p.str("model"))
+        adapter = p.str("adapter")
+        if adapter is not None and adapter != (self.adapters.active or "none"):
+            self.adapters.switch(adapter)
+        result = dict(generate(
+            loaded.model,
+            loaded.tokenizer,
+            prompt or "",
+            sampling,
+            cancelled=lambda: job.cancelled,
+            on_text=lambda text: job.emit("token", {"text": text}),
+        ))
+        result["adapter"] = self.adapters.active
+        return result
+
+    def _manager(self, job: Job) -> Any:
+        if self.adapters is None:
+            self._model(job, None)
+        return self.adapters
+
+    def _adapters_load(self, job: Job) -> Mapping[str, Any]:
+        name = Params("adapters.load", job.params).str("name", required=True) or ""
+        adapter, ms = self._manager(job).load(name)
+        return {"name": adapter.name, "ms": round(ms, 3)}
+
+    def _adapters_unload(self, job: Job) -> Mapping[str, Any]:
+        name = Params("adapters.unload", job.params).str("name", required=True) or ""
+        self._manager(job).unload(name)
+        return {"name": name}
+
+    def _adapters_switch(self, job: Job) -> Mapping[str, Any]:
+        name = Params("adapters.switch", job.params).str("name", required=True) or "none"
+        started = time.perf_counter()
+        ms = self._manager(job).switch(name)
+        return {"active": self.adapters.active, "ms": round(ms, 3), "total_ms": round((time.perf_counter() - started) * 1000, 3)}

@@ -1,0 +1,185 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { BridgeClient } from "../../kernel/bridge/client.js";
+import { ChildGoneError, RemoteError } from "../../kernel/rpc/client.js";
+import { UserFacingError } from "../../kernel/errors.js";
+import type { TuneParams } from "../../kernel/bridge/types.js";
+import { PACKAGE_ROOT } from "../../kernel/paths.js";
+import { bridgeInstalled, tempDir, tinyModelDir } from "./fixtures.js";
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitFor(check: () => boolean, ms = 20_000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > until) throw new Error("condition not reached");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export function tuneParams(model: string, overrides: Partial<TuneParams> = {}): TuneParams {
+  const text = readFileSync(join(PACKAGE_ROOT, "data", "identity.jsonl"), "utf8");
+  return {
+    model,
+    data: { train: { source: "data/identity.jsonl", text }, valid: null },
+    name: null,
+    iters: 20,
+    batch_size: 1,
+    lr: 1e-3,
+    rank: 4,
+    scale: 20,
+    dropout: 0,
+    layers: 2,
+    keys: ["self_attn.q_proj", "self_attn.v_proj"],
+    grad_clip: 1,
+    max_seq_length: 256,
+    seed: 0,
+    save_every: 0,
+    resume: false,
+    repeat: 1,
+    mask_prompt: true,
+    eval_prompts: [],
+    eval_max_tokens: 8,
+    steps_per_report: 1,
+    steps_per_eval: null,
+    prefix_cache: true,
+    ...overrides,
+  };
+}
+
+describe("BridgeClient without an installed bridge", () => {
+  it("says to run setup when the bridge's Python is missing", async () => {
+    const client = new BridgeClient({ runsDir: tempDir(), python: "/nonexistent/venv/bin/python" });
+    const error = await client.ping().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(UserFacingError);
+    expect((error as Error).message).toMatch(/not installed.*npm run setup/);
+    await client.dispose();
+  });
+
+  it("shows the bridge's own words when it fails to start", async () => {
+    // A Python that exists but cannot serve: the system one has no tunelab_bridge dependencies.
+    const client = new BridgeClient({ runsDir: tempDir(), python: "/usr/bin/python3", env: { PYTHONPATH: "/nonexistent" } });
+    const error = await client.ping().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(UserFacingError);
+    expect((error as Error).message).toMatch(/MLX bridge/);
+    expect((error as Error).message).toMatch(/npm run setup|tunelab doctor/);
+    await client.dispose();
+  });
+});
+
+describe.skipIf(!bridgeInstalled)("BridgeClient with the real bridge", () => {
+  let model: string;
+  let client: BridgeClient;
+  let runsDir: string;
+
+  beforeAll(() => {
+    model = tinyModelDir();
+    runsDir = tempDir();
+    client = new BridgeClient({ runsDir });
+  });
+
+  afterAll(async () => {
+    await client?.dispose();
+  });
+
+  it("starts lazily in its own process group and answers ping and status", async () => {
+    expect(client.running).toBe(false);
+    const pong = await client.ping();
+    expect(pong.pong).toBe(true);
+    const pid = client.pid!;
+    expect(pid).toBeGreaterThan(0);
+    // Its own group: a SIGINT to the kernel's group never reaches it.
+    const pgid = Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")[2]);
+    expect(pgid).toBe(pid);
+    const status = await client.status();
+    expect(status.protocol).toBe(1);
+    expect(status.blas.name).toBeTruthy();
+    expect(status.pid).toBe(pid);
+  });
+
+  it("streams generated tokens as events", async () => {
+    const tokens: string[] = [];
+    const result = await client.generate(
+      { prompt: "Who are you?", adapter: null, max_tokens: 12, temp: 0, top_p: 1, seed: null, system: null, model },
+      { onEvent: (event, data) => event === "token" && tokens.push(String(data.text)) },
+    );
+    expect(result.tokens).toBeGreaterThan(0);
+    expect(tokens.length).toBeGreaterThan(0);
+    expect(tokens.join("")).toBe(result.text);
+  });
+
+  it("trains, streaming progress, and writes the run directory", async () => {
+    const steps: number[] = [];
+    const result = await client.tune(tuneParams(model, { name: "tiny-complete", iters: 12 }), {
+      onEvent: (event, data) => event === "progress" && steps.push(Number(data.step)),
+    });
+    expect(result.status).toBe("completed");
+    expect(result.steps).toBe(12);
+    expect(steps.length).toBeGreaterThanOrEqual(10);
+    expect(result.adapter_path).toContain(join(runsDir, "tiny-complete"));
+    const list = await client.listAdapters();
+    expect(list.runs.map((r) => r.name)).toContain("tiny-complete");
+  });
+
+  it("cancels a running job when the signal aborts: the run stops early and keeps its adapter", async () => {
+    const controller = new AbortController();
+    const result = await client.tune(tuneParams(model, { name: "tiny-cancel", iters: 5000 }), {
+      signal: controller.signal,
+      onEvent: (event, data) => {
+        if (event === "progress" && Number(data.step) >= 3) controller.abort();
+      },
+    });
+    expect(result.status).toBe("interrupted");
+    expect(result.steps).toBeGreaterThanOrEqual(3);
+    expect(result.steps).toBeLessThan(5000);
+    expect(result.adapter_path && existsSync(result.adapter_path)).toBe(true);
+    // The bridge is still serving after a cancel.
+    expect((await client.ping()).pong).toBe(true);
+  });
+
+  it("turns a bridge error into the bridge's sentence", async () => {
+    const error = await client.tune(tuneParams(model, { data: { train: { source: "cell", text: '{"messages": [\n' }, valid: null } })).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(RemoteError);
+    expect((error as RemoteError).code).toBe("bad_data");
+    expect((error as Error).message).toMatch(/line 1/);
+  });
+
+  it("fails the call in flight when the bridge is killed, and starts a fresh bridge on the next call", async () => {
+    await client.ping();
+    const pid = client.pid!;
+    let killed = false;
+    const run = client.tune(tuneParams(model, { name: "tiny-killed", iters: 5000 }), {
+      onEvent: (event, data) => {
+        if (event === "progress" && Number(data.step) >= 2 && !killed) {
+          killed = true;
+          process.kill(-pid, "SIGKILL");
+        }
+      },
+    });
+    const error = await run.catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ChildGoneError);
+    expect((error as Error).message).toMatch(/MLX bridge stopped while working \(the bridge process was killed by SIGKILL\)/);
+    await waitFor(() => !alive(pid));
+    const pong = await client.ping();
+    expect(pong.pong).toBe(true);
+    expect(client.pid).not.toBe(pid);
+  });
+
+  it("dispose shuts the bridge down and leaves no process behind", async () => {
+    const other = new BridgeClient({ runsDir: tempDir() });
+    await other.ping();
+    const pid = other.pid!;
+    expect(alive(pid)).toBe(true);
+    await other.dispose();
+    await waitFor(() => !alive(pid));
+    await expect(other.ping()).rejects.toThrow(/shutting down/);
+  });
+});

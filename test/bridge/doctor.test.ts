@@ -1,0 +1,32 @@
+import { describe, expect, it } from "vitest";
+import { doctor, formatDoctor, probeAddon, probeBridge } from "../../kernel/doctor.js";
+import { bridgeInstalled } from "./fixtures.js";
+
+describe("tunelab doctor", () => {
+  it("says how to fix a missing bridge or addon", async () => {
+    const missing = await probeBridge("/nonexistent/bin/python");
+    expect(missing.report).toBeNull();
+    expect(missing.error).toMatch(/npm run setup/);
+    const addon = probeAddon("/nonexistent/tunelab_native.node");
+    expect(addon.loads).toBe(false);
+    expect(addon.detail).toMatch(/npm run setup/);
+  });
+
+  it.skipIf(!bridgeInstalled)("reports MLX, its backend and the BLAS it multiplies with", async () => {
+    const report = await doctor();
+    expect(report.bridge, report.bridgeError ?? "").not.toBeNull();
+    expect(report.bridge!.mlx).toMatch(/^\d+\.\d+/);
+    expect(report.bridge!.blas.name).toBeTruthy();
+    const text = formatDoctor(report);
+    expect(text).toMatch(/^MLX: +\d+\.\d+.*backend (CPU|Metal|CUDA)/m);
+    expect(text).toMatch(/^BLAS: +.+GFLOP\/s sgemm/m);
+    expect(text).toMatch(/^native addon: +(loads|does not load)/m);
+  });
+
+  it.skipIf(!bridgeInstalled || process.platform !== "linux")("warns, with the fix, when MLX runs on the reference BLAS", async () => {
+    const { report } = await probeBridge(undefined, { TUNELAB_BLAS: "reference" });
+    expect(report!.blas.reference).toBe(true);
+    const text = formatDoctor({ bridgePython: "python", bridge: report, bridgeError: null, addon: probeAddon("/nonexistent") });
+    expect(text).toMatch(/^WARNING: +MLX is running on the slow reference BLAS.*unset TUNELAB_BLAS/m);
+  });
+});

@@ -1,0 +1,75 @@
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { BRIDGE_PYTHON, CACHE_DIR, PACKAGE_ROOT } from "../../kernel/paths.js";
+import type { DisplayOutput, Displayable } from "../../kernel/display/mime.js";
+import { toDisplayOutput } from "../../kernel/display/mime.js";
+import type { CellIO, DisplayHandle } from "../../kernel/session/cell-io.js";
+
+export const bridgeInstalled = existsSync(BRIDGE_PYTHON);
+
+/** The embedded SmolLM2 converted by `tunelab setup` (needed only by the end-to-end identity test). */
+export const defaultModelDir = join(CACHE_DIR, "models", "SmolLM2-135M-Instruct");
+
+let tinyModel: string | undefined;
+
+/** A 4-block Llama with a 400-token BPE tokenizer, built once per test process (about 2 s). */
+export function tinyModelDir(): string {
+  if (tinyModel) return tinyModel;
+  const dir = join(mkdtempSync(join(tmpdir(), "tunelab-tiny-")), "tiny-llama");
+  execFileSync(BRIDGE_PYTHON, [join(PACKAGE_ROOT, "test", "bridge", "fixtures", "make_tiny_model.py"), dir], { stdio: "pipe" });
+  tinyModel = dir;
+  return dir;
+}
+
+export function tempDir(prefix = "tunelab-bridge-test-"): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export interface Recorded {
+  id: string;
+  outputs: DisplayOutput[];
+}
+
+/** A CellIO that records every display and its updates, as a notebook would show them. */
+export class RecordingIO implements CellIO {
+  readonly displays: Recorded[] = [];
+  readonly streams: Array<{ name: "stdout" | "stderr"; text: string }> = [];
+  private readonly controller = new AbortController();
+  private next = 1;
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  interrupt(): void {
+    this.controller.abort();
+  }
+
+  stdout(text: string): void {
+    this.streams.push({ name: "stdout", text });
+  }
+
+  stderr(text: string): void {
+    this.streams.push({ name: "stderr", text });
+  }
+
+  display(output: DisplayOutput | Displayable, options: { id?: string } = {}): DisplayHandle {
+    const record: Recorded = { id: options.id ?? `d${this.next++}`, outputs: [toDisplayOutput(output)] };
+    this.displays.push(record);
+    return {
+      id: record.id,
+      update: (o) => {
+        record.outputs.push(toDisplayOutput(o));
+      },
+    };
+  }
+
+  clearOutput(): void {}
+
+  /** The latest text/plain of every display, in order. */
+  texts(): string[] {
+    return this.displays.map((d) => String(d.outputs[d.outputs.length - 1]!.data["text/plain"] ?? ""));
+  }
+}

@@ -1,0 +1,195 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { MagicRegistry } from "../../kernel/magics/registry.js";
+import { MAGICS } from "../../kernel/magics/index.js";
+import type { MagicContext } from "../../kernel/magics/schema.js";
+import { Services } from "../../kernel/session/services.js";
+import { UsageError, UserFacingError } from "../../kernel/errors.js";
+import { PACKAGE_ROOT } from "../../kernel/paths.js";
+import type { TuneOutcome } from "../../kernel/magics/tune.js";
+import type { AdapterList, GenerateResult } from "../../kernel/bridge/types.js";
+import { bridgeInstalled, RecordingIO, tempDir, tinyModelDir } from "./fixtures.js";
+
+const registry = new MagicRegistry(MAGICS);
+
+/** Runs one magic line (or a %% cell) the way the session does, with a recording cell. */
+async function magic(source: string, ctx: Omit<MagicContext, "io">, io = new RecordingIO()) {
+  const [segment] = registry.parseCell(source);
+  if (!segment || segment.kind === "code") throw new Error(`not a magic: ${source}`);
+  const outcome = await registry.run(segment, { ...ctx, io });
+  return { value: outcome.value, io };
+}
+
+async function failure(source: string, ctx: Omit<MagicContext, "io">): Promise<Error> {
+  const error = await magic(source, ctx).then(
+    () => new Error("expected the magic to fail"),
+    (e: Error) => e,
+  );
+  return error;
+}
+
+function expectOneSentence(error: Error): void {
+  expect(error).toBeInstanceOf(UserFacingError);
+  expect(error.message).not.toMatch(/\n|Traceback|at .*\.ts:/);
+  expect(error.message.length).toBeLessThan(400);
+}
+
+describe("%tune usage errors (no bridge needed)", () => {
+  const cwd = tempDir();
+  const ctx = { services: new Services(), cwd, evaluate: async () => undefined };
+
+  afterAll(() => ctx.services.disposeAll());
+
+  it("names a missing data file", async () => {
+    const error = await failure("%tune --data nowhere.jsonl", ctx);
+    expect(error).toBeInstanceOf(UsageError);
+    expectOneSentence(error);
+    expect(error.message).toContain(join(cwd, "nowhere.jsonl"));
+  });
+
+  it("asks for data when none is given", async () => {
+    const error = await failure("%tune --iters 5", ctx);
+    expectOneSentence(error);
+    expect(error.message).toMatch(/needs training examples/);
+  });
+
+  it("rejects an unknown LoRA key before starting anything", async () => {
+    writeFileSync(join(cwd, "one.jsonl"), '{"text": "hello"}\n');
+    const error = await failure("%tune --data one.jsonl --keys q_proj,wq", ctx);
+    expectOneSentence(error);
+    expect(error.message).toMatch(/unknown layer 'wq'/);
+  });
+
+  it("rejects a bad flag value with the flag's name", async () => {
+    const error = await failure("%tune --data one.jsonl --lr fast", ctx);
+    expect(error).toBeInstanceOf(UsageError);
+    expectOneSentence(error);
+    expect(error.message).toMatch(/--lr/);
+    expect(error.message).toMatch(/fast/);
+  });
+
+  it("rejects an empty %%tune body", async () => {
+    const error = await failure("%%tune --iters 3\n\n", ctx);
+    expectOneSentence(error);
+  });
+
+  it("%generate needs a prompt", async () => {
+    const error = await failure("%generate --max-tokens 3", ctx);
+    expectOneSentence(error);
+  });
+});
+
+describe.skipIf(!bridgeInstalled)("%tune, %generate and %adapters on the real bridge", () => {
+  let cwd: string;
+  let model: string;
+  let ctx: Omit<MagicContext, "io">;
+
+  beforeAll(() => {
+    model = tinyModelDir();
+    cwd = tempDir();
+    mkdirSync(join(cwd, "data"));
+    copyFileSync(join(PACKAGE_ROOT, "data", "identity.jsonl"), join(cwd, "data", "identity.jsonl"));
+    copyFileSync(join(PACKAGE_ROOT, "data", "identity-valid.jsonl"), join(cwd, "data", "identity-valid.jsonl"));
+    writeFileSync(join(cwd, "data", "broken.jsonl"), '{"text": "fine"}\n{"text": "missing quote}\n');
+    ctx = { services: new Services(), cwd, evaluate: async () => undefined };
+  });
+
+  afterAll(async () => {
+    await ctx?.services.disposeAll();
+  });
+
+  it("names the file and line of a malformed JSONL row", async () => {
+    const error = await failure(`%tune --model ${model} --data data/broken.jsonl --iters 2`, ctx);
+    expectOneSentence(error);
+    expect(error.message).toContain("broken.jsonl");
+    expect(error.message).toMatch(/line 2/);
+  });
+
+  it("says so in one sentence when the model cannot be loaded", async () => {
+    const error = await failure(`%tune --model ${join(cwd, "no-such-model")} --data data/identity.jsonl --iters 2`, ctx);
+    expectOneSentence(error);
+    expect(error.message).toMatch(/no-such-model/);
+    const empty = join(cwd, "empty-model");
+    mkdirSync(empty);
+    writeFileSync(join(empty, "config.json"), "{}");
+    const broken = await failure(`%tune --model ${empty} --data data/identity.jsonl --iters 2`, ctx);
+    expectOneSentence(broken);
+  });
+
+  it("trains with a live curve, a summary, before/after answers, and returns the run with its loss history", async () => {
+    const { value, io } = await magic(
+      `%tune --model ${model} --data data/identity.jsonl --iters 30 --lr 2e-3 --layers 2 --name tiny-identity --eval "Who are you?" --eval-max-tokens 6`,
+      ctx,
+    );
+    const outcome = value as TuneOutcome;
+    expect(outcome.status).toBe("completed");
+    expect(outcome.steps).toBe(30);
+    expect(outcome.history).toHaveLength(30);
+    expect(outcome.history.map((p) => p.step)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+    expect(outcome.val_history.length).toBeGreaterThan(0);
+    expect(outcome.last_loss!).toBeLessThan(outcome.first_loss!);
+    expect(existsSync(join(cwd, "runs", "tiny-identity", "adapters.safetensors"))).toBe(true);
+    expect(outcome.evals).toHaveLength(1);
+    expect(outcome.evals[0]!.prompt).toBe("Who are you?");
+
+    // One live display updated in place, then the summary and the before/after table.
+    const [live, summary, evals] = io.displays;
+    expect(io.displays).toHaveLength(3);
+    expect(live!.outputs.length).toBeGreaterThan(2);
+    const final = live!.outputs[live!.outputs.length - 1]!.data;
+    expect(String(final["text/plain"])).toMatch(/completed 30 steps/);
+    expect(String(final["text/plain"])).toMatch(/BLAS /);
+    expect(String(final["text/html"])).toContain("tunelab-figure");
+    expect(String(final["text/html"])).toContain("tunelabLoadPlotly");
+    const summaryText = String(summary!.outputs[0]!.data["text/plain"]);
+    expect(summaryText).toMatch(/trainable params/);
+    expect(summaryText).toContain("tiny-identity");
+    expect(String(evals!.outputs[0]!.data["text/plain"])).toMatch(/before\s+after/);
+  });
+
+  it("generates with the trained adapter, streaming into one display", async () => {
+    const { value, io } = await magic("%generate --max-tokens 8 Who are you?", ctx);
+    const result = value as GenerateResult;
+    expect(result.tokens).toBeGreaterThan(0);
+    expect(result.adapter).toBe("tiny-identity");
+    expect(io.displays).toHaveLength(1);
+    expect(io.texts()[0]).toMatch(/tokens\/s/);
+    const base = (await magic("%generate --adapter none --max-tokens 8 Who are you?", ctx)).value as GenerateResult;
+    expect(base.adapter).toBeFalsy();
+  });
+
+  it("trains from the body of %%tune", async () => {
+    const body = ['{"prompt": "2+2=", "completion": "4"}', '{"prompt": "3+3=", "completion": "6"}'].join("\n");
+    const { value } = await magic(`%%tune --model ${model} --iters 4 --name from-cell\n${body}`, ctx);
+    expect((value as TuneOutcome).status).toBe("completed");
+  });
+
+  it("lists runs and switches the active adapter", async () => {
+    const { value, io } = await magic("%adapters", ctx);
+    const list = value as AdapterList;
+    expect(list.runs.map((r) => r.name)).toEqual(expect.arrayContaining(["tiny-identity", "from-cell"]));
+    expect(io.texts()[0]).toContain("tiny-identity");
+    const switched = (await magic("%adapters --use tiny-identity", ctx)).value as AdapterList;
+    expect(switched.active).toBe("tiny-identity");
+    const none = (await magic("%adapters --use none", ctx)).value as AdapterList;
+    expect(none.active).toBeNull();
+  });
+
+  it("stops at the next step on interrupt, keeps the partial adapter and says where it stopped", async () => {
+    const io = new RecordingIO();
+    const watcher = setInterval(() => {
+      if (io.texts().some((t) => /step ([3-9]|\d\d+)\//.test(t))) io.interrupt();
+    }, 20);
+    try {
+      const { value } = await magic(`%tune --model ${model} --data data/identity.jsonl --iters 100000 --name tiny-stopped`, ctx, io);
+      const outcome = value as TuneOutcome;
+      expect(outcome.status).toBe("interrupted");
+      expect(outcome.steps).toBeLessThan(100000);
+      expect(io.texts()[0]).toMatch(new RegExp(`interrupted at step ${outcome.steps}`));
+      expect(existsSync(join(cwd, "runs", "tiny-stopped", "adapters.safetensors"))).toBe(true);
+    } finally {
+      clearInterval(watcher);
+    }
+  });
+});

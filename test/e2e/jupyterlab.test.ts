@@ -1,0 +1,104 @@
+import { execFileSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { chromium, type BrowserContext, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { PACKAGE_ROOT } from "../../kernel/paths.js";
+import { CHROMIUM } from "../../kernel/setup/test-tools.js";
+import { ensureBuilt, notebookDir, readJson, runCli, startJupyter, TOOLS_PYTHON, type JupyterServer } from "../runner/fixtures.js";
+import { figureNotebook, kernelEnv } from "./notebook.js";
+
+const SCREENSHOT = join(PACKAGE_ROOT, "docs", "screenshot-jupyterlab.png");
+const LAUNCH_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+
+/**
+ * The whole path a person takes: `tunelab run` executes a notebook with a figure and a table,
+ * JupyterLab opens the result in Chromium, and both render as graphics and a table (not JSON).
+ */
+describe("an executed tunelab notebook in JupyterLab (Chromium)", () => {
+  let dir: string;
+  let env: NodeJS.ProcessEnv;
+  let lab: JupyterServer;
+  let browser: BrowserContext;
+
+  beforeAll(async () => {
+    ensureBuilt();
+    dir = notebookDir("tunelab-lab-");
+    env = kernelEnv();
+    const input = figureNotebook(dir);
+    const result = await runCli([input, "-p", "steps=8", "-o", join(dir, "executed.ipynb"), "--html", join(dir, "executed.html")], env);
+    if (result.code !== 0) throw new Error(`tunelab run failed:\n${result.stderr}`);
+    // A copy trusted as its author would trust it (`jupyter trust`): its scripts may run. Trust is
+    // recorded per content hash, so the copy must differ or the original would be trusted too.
+    const trusted = readJson(join(dir, "executed.ipynb"));
+    trusted.metadata.title = "trusted copy";
+    writeFileSync(join(dir, "trusted.ipynb"), JSON.stringify(trusted, null, 1));
+    execFileSync(TOOLS_PYTHON, ["-m", "jupyter", "trust", join(dir, "trusted.ipynb")], { env: { ...process.env, ...env }, stdio: "ignore" });
+    // No news or update toasts over the notebook.
+    const settings = join(dir, "lab-settings", "@jupyterlab", "apputils-extension");
+    mkdirSync(settings, { recursive: true });
+    writeFileSync(join(settings, "notification.jupyterlab-settings"), JSON.stringify({ fetchNews: "false", checkForUpdates: false }));
+    lab = await startJupyter({ root: dir, env: { ...env, JUPYTERLAB_SETTINGS_DIR: join(dir, "lab-settings"), JUPYTERLAB_WORKSPACES_DIR: join(dir, "lab-workspaces") }, app: "lab" });
+    // A fresh profile each run, so no cached Lab assets or settings change what is seen.
+    browser = await chromium.launchPersistentContext(join(dir, "chromium-profile"), {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: LAUNCH_FLAGS,
+      viewport: { width: 1280, height: 1000 },
+    });
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await lab?.stop();
+  });
+
+  async function openNotebook(name: string): Promise<Page> {
+    const page = await browser.newPage();
+    await page.goto(`${lab.url}lab/tree/${name}?token=${lab.token}`, { timeout: 120_000 });
+    await page.waitForSelector(".jp-OutputArea-output table", { timeout: 120_000 });
+    return page;
+  }
+
+  async function outputText(page: Page): Promise<string> {
+    return page.evaluate(() => [...document.querySelectorAll(".jp-OutputArea-output")].map((e) => (e as HTMLElement).innerText).join("\n"));
+  }
+
+  it("shows the figure's static drawing and the table when the notebook is not trusted", async () => {
+    const page = await openNotebook("executed.ipynb");
+    await page.waitForSelector(".jp-OutputArea-output img.tl-static", { timeout: 60_000 });
+    expect(await page.locator(".jp-OutputArea-output .js-plotly-plot").count()).toBe(0);
+    const state = await page.evaluate(() => {
+      const img = document.querySelector<HTMLImageElement>(".jp-OutputArea-output img");
+      return { loaded: !!img && img.complete && img.naturalWidth > 0, cells: document.querySelectorAll(".jp-OutputArea-output table td").length };
+    });
+    expect(state.loaded).toBe(true);
+    expect(state.cells).toBeGreaterThanOrEqual(4);
+    expect(await outputText(page)).not.toMatch(/"data"\s*:|application\/vnd\.plotly/);
+    await page.close();
+  });
+
+  it("draws the interactive figure once the notebook is trusted, and saves the README's screenshot", async () => {
+    const page = await openNotebook("trusted.ipynb");
+    await page.waitForSelector(".jp-OutputArea-output .js-plotly-plot .main-svg", { timeout: 90_000 });
+    expect(await page.locator(".jp-OutputArea-output .js-plotly-plot .scatterlayer .trace").count()).toBeGreaterThanOrEqual(1);
+    expect(await outputText(page)).not.toMatch(/"data"\s*:|application\/vnd\.plotly/);
+    // Let plotly finish its transition before the picture is taken.
+    await page.waitForTimeout(1000);
+    mkdirSync(join(PACKAGE_ROOT, "docs"), { recursive: true });
+    await page.screenshot({ path: SCREENSHOT });
+    await page.close();
+  });
+
+  it("the HTML report draws the same figure interactively from a file, offline", async () => {
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on("pageerror", (e) => errors.push(e.message));
+    await page.goto(pathToFileURL(join(dir, "executed.html")).href);
+    await page.waitForSelector(".figure .js-plotly-plot .main-svg", { timeout: 60_000 });
+    expect(await page.locator("main table td").count()).toBeGreaterThanOrEqual(4);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+});
