@@ -45,6 +45,8 @@ export interface BenchJobResult {
 export interface JobContext {
   emit(event: string, data: Record<string, unknown>): void;
   cancelled(): boolean;
+  /** Set to non-zero when the job is cancelled, so native timing loops stop without a round trip. */
+  stop?: Int32Array;
 }
 
 /** How far each backend may be from the float64 reference before its timings mean nothing. */
@@ -101,7 +103,9 @@ export async function runBenchJob(addon: NativeAddon, params: BenchJobParams, ct
           `The ${backend} backend's output for ${describeConfig(config)} differs from the float64 reference by ${relError.toExponential(2)} (limit ${TOLERANCE[backend]}), so its timings would mean nothing; rebuild the addon with \`npm run setup\` and report the shape.`,
         );
       }
-      const timing = summarize(await addon.time(graph, input, params.warmup, params.iters));
+      const times = await addon.time(graph, input, params.warmup, params.iters, ctx.stop);
+      if (ctx.cancelled()) throw new CancelledError("cancelled");
+      const timing = summarize(times);
       const gflop = gflopPerEval(config);
       const row: BenchRow = {
         backend,

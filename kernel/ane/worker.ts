@@ -3,14 +3,26 @@
  * framework or a leaking compiler takes down this process, never the kernel. It speaks the shared
  * envelope (kernel/rpc/envelope.ts) over Node's IPC channel; one job runs at a time, and cheap
  * methods (ping, status, cancel) are answered at once because the addon works off this thread.
+ *
+ *   ping {}                      -> {pong, time}
+ *   status {}                    -> {pid, platform, blas, backends: {ane|cpu: {available, reason?, compiles}}, job}
+ *   bench {backend, configs: [{channels, spatial, depth}], warmup, iters, seed}
+ *                                   events `row {row, index, total}` -> {rows, peak: {tflops, how}, blas, compiles}
+ *   train {checkpoint, steps, accum, lr, backend, compileBudget, seed, resume}
+ *                                   events `progress {step, steps, loss, ...}` -> {status: completed|budget|interrupted, step, ...}
+ *   sgemm {n, warmup, iters}     -> {n, ms: [...]}
+ *   cancel {id}, shutdown {}, crash {} (aborts the process; for tests of the kernel's handling)
+ *
+ * Error codes: bad_request, busy, cancelled, wrong_result (output differs from float64), backend_failed.
  */
 import { PROTOCOL_VERSION, type ErrorBody, type Request } from "../rpc/envelope.js";
 import { loadAddon, type BackendName, type NativeAddon } from "./addon.js";
-import { CancelledError, runBenchJob, WrongResultError, type BenchJobParams } from "./bench-job.js";
+import { CancelledError, runBenchJob, WrongResultError, type BenchJobParams, type JobContext } from "./bench-job.js";
 import { runTrainJob, type TrainJobParams } from "./train-job.js";
 
 const cancelled = new Set<string>();
 let busy: string | null = null;
+let busyStop: Int32Array | null = null;
 
 function reply(message: Record<string, unknown>): void {
   process.send?.({ v: PROTOCOL_VERSION, ...message });
@@ -31,7 +43,7 @@ function status(): Record<string, unknown> {
   return { pid: process.pid, platform: `${process.platform}-${process.arch}`, blas: a.blas(), backends, job: busy };
 }
 
-type Job = (params: Record<string, unknown>, ctx: { emit(event: string, data: Record<string, unknown>): void; cancelled(): boolean }) => Promise<Record<string, unknown>>;
+type Job = (params: Record<string, unknown>, ctx: JobContext) => Promise<Record<string, unknown>>;
 
 const jobs: Record<string, Job> = {
   bench: async (params, ctx) => ({ ...(await runBenchJob(addon(), params as unknown as BenchJobParams, ctx)) }),
@@ -49,10 +61,12 @@ async function runJob(request: Request, job: Job): Promise<void> {
     return;
   }
   busy = id;
+  busyStop = new Int32Array(1);
   try {
     const data = await job(request.params, {
       emit: (event, data) => reply({ id, type: "event", event, data }),
       cancelled: () => cancelled.has(id),
+      stop: busyStop,
     });
     reply({ id, type: "result", data });
   } catch (error) {
@@ -62,6 +76,7 @@ async function runJob(request: Request, job: Job): Promise<void> {
     else fail(id, { code: "backend_failed", message: sentence(e.message), detail: e.stack });
   } finally {
     busy = null;
+    busyStop = null;
     cancelled.delete(id);
   }
 }
@@ -90,7 +105,10 @@ function handle(message: unknown): void {
       case "cancel": {
         const target = String(request.params.id ?? "");
         const known = busy === target;
-        if (known) cancelled.add(target);
+        if (known) {
+          cancelled.add(target);
+          if (busyStop) busyStop[0] = 1;
+        }
         reply({ id, type: "result", data: { cancelled: known } });
         return;
       }

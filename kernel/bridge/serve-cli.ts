@@ -87,11 +87,12 @@ export async function run(argv: string[]): Promise<number> {
   const handle = await startServe(options);
   console.log(handle.instructions);
   handle.bridge.child.stderr?.on("data", (chunk: Buffer) => process.stderr.write(chunk));
-  // The bridge has its own process group, so the terminal's Ctrl-C is passed on by hand.
-  const forward = (signal: NodeJS.Signals) => () => killGroup(handle.bridge.child, signal === "SIGINT" ? "SIGTERM" : signal);
+  // The bridge has its own process group, so the terminal's Ctrl-C is passed on by hand; SIGINT
+  // lets it stop a running job at its step boundary and save it before exiting.
+  const forward = (signal: NodeJS.Signals) => () => killGroup(handle.bridge.child, signal);
   process.on("SIGINT", forward("SIGINT"));
   process.on("SIGTERM", forward("SIGTERM"));
   const how = await handle.bridge.exited;
   console.log(`tunelab bridge: stopped (${how}).`);
-  return how.endsWith("code 0") || how.includes("SIGTERM") ? 0 : 1;
+  return how.endsWith("code 0") || how.includes("SIGTERM") || how.includes("SIGINT") ? 0 : 1;
 }

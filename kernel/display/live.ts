@@ -50,10 +50,16 @@ export class LiveDisplay {
     if (this.timer) return;
     const wait = this.lastSent + this.interval - Date.now();
     if (wait <= 0) this.flush();
-    else this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.flush();
-    }, wait);
+    else
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        // A throw here would have no caller to reach and would end the kernel: tell the cell instead.
+        try {
+          this.flush();
+        } catch (error) {
+          this.io.stderr(`display update failed: ${(error as Error).message}\n`);
+        }
+      }, wait);
   }
 
   /** Sends the latest pending update now, if there is one. */

@@ -14,7 +14,8 @@ const COLORWAY = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564
 const FONT = "font-family=\"-apple-system, 'Segoe UI', Helvetica, Arial, sans-serif\"";
 const CHAR = 6.6;
 
-const r2 = (n: number) => (Math.round(n * 100) / 100).toString();
+// Coordinates are clamped so that extreme data (1e308 on a linear axis) still gives valid SVG.
+const r2 = (n: number) => (Number.isNaN(n) ? "0" : (Math.round(Math.max(-1e6, Math.min(1e6, n)) * 100) / 100).toString());
 
 function toNumber(v: Datum): number | null {
   if (v === null || v === undefined || v === "") return null;
@@ -24,6 +25,11 @@ function toNumber(v: Datum): number | null {
 
 function values(a: ArrayLike<Datum> | undefined): Datum[] {
   return a ? Array.from(a) : [];
+}
+
+/** Plotly leaves out null, undefined and non-finite numbers. */
+function missing(v: Datum): boolean {
+  return v === null || v === undefined || (typeof v === "number" && !Number.isFinite(v));
 }
 
 interface Tick {
@@ -98,7 +104,7 @@ function buildAxis(spec: PlotlyAxis | undefined, columns: Datum[][], options: { 
   if (isCategorical(spec, columns)) {
     const categories: string[] = [];
     const seen = new Set<string>();
-    for (const col of columns) for (const v of col) if (v !== null && v !== undefined && !seen.has(String(v))) (seen.add(String(v)), categories.push(String(v)));
+    for (const col of columns) for (const v of col) if (!missing(v) && !seen.has(String(v))) (seen.add(String(v)), categories.push(String(v)));
     const every = Math.max(1, Math.ceil(categories.length / 20));
     return {
       log: false,
@@ -133,7 +139,7 @@ function buildAxis(spec: PlotlyAxis | undefined, columns: Datum[][], options: { 
 /** A datum's position on an axis, in axis units (category index, log10 value or plain number). */
 function position(axis: Axis, v: Datum): number | null {
   if (axis.categories) {
-    if (v === null || v === undefined) return null;
+    if (missing(v)) return null;
     const i = axis.categories.indexOf(String(v));
     return i < 0 ? null : i;
   }
@@ -163,8 +169,9 @@ export function renderSvg(spec: FigureSpec): string {
   const layout = spec.layout ?? {};
   const traces = spec.data.filter((t) => t.type === undefined || t.type === "scatter" || t.type === "scattergl" || t.type === "bar");
   const colorway = layout.colorway?.length ? layout.colorway : COLORWAY;
-  const width = Math.max(200, Math.min(4000, Math.round(layout.width ?? 720)));
-  const height = Math.max(150, Math.min(4000, Math.round(layout.height ?? 420)));
+  const size = (v: unknown, fallback: number, min: number) => (typeof v === "number" && Number.isFinite(v) ? Math.max(min, Math.min(4000, Math.round(v))) : fallback);
+  const width = size(layout.width, 720, 200);
+  const height = size(layout.height, 420, 150);
   const title = titleText(layout.title);
   const xTitle = titleText(layout.xaxis?.title);
   const yTitle = titleText(layout.yaxis?.title);
@@ -238,6 +245,7 @@ export function renderSvg(spec: FigureSpec): string {
     const ys = values(trace.y);
     const n = Math.min(xs.length, ys.length);
     if (isBar(trace)) {
+      if (yAxis.categories) return;
       const offset = barmode === "group" ? (barIndex - (bars.length - 1) / 2) * slot.width : 0;
       const w = barmode === "group" ? slot.width : slot.width * bars.length;
       const perPoint = pointColors(trace);

@@ -4,9 +4,9 @@ import { html } from "../display/bundle.js";
 import { escapeHtml } from "../display/format.js";
 import { LiveDisplay } from "../display/live.js";
 import { UsageError } from "../errors.js";
-import { RemoteError } from "../rpc/client.js";
 import type { BenchRow } from "../ane/bench-job.js";
-import { runBench, workerStatus, type BenchOutcome, type ExternalBench } from "../ane/bench.js";
+import { runBench, workerStatus, type BenchOutcome } from "../ane/bench.js";
+import { mlxBench } from "../ane/mlx-bench.js";
 import { ANE_WORKER } from "../ane/client.js";
 import { configsFrom, validateConfigs } from "../ane/configs.js";
 import { trainWithRestarts, type TrainPoint, type TrainSummary } from "../ane/train.js";
@@ -27,25 +27,6 @@ const benchFlags = {
 
 function progressLine(text: string) {
   return html(`<div style="font-family:monospace;opacity:0.8">${escapeHtml(text)}</div>`, text);
-}
-
-/** The MLX bridge runs the same stacks when it has the `bench.conv_stack` method; otherwise it says why not. */
-function mlxBench(ctx: MagicContext): ExternalBench {
-  return async (job, onRow, signal) => {
-    try {
-      const bridge = ctx.services.get(BRIDGE);
-      const result = await bridge.call("bench.conv_stack", { ...job }, {
-        signal,
-        onEvent: (event, data) => {
-          if (event === "row") onRow({ ...(data.row as BenchRow), backend: "mlx" });
-        },
-      });
-      return { rows: (result.rows as BenchRow[]) ?? [], peak: (result.peak as { tflops: number; how: string }) ?? { tflops: NaN, how: "not reported" } };
-    } catch (error) {
-      if (error instanceof RemoteError && error.code === "bad_request") return { unavailable: "unavailable: this MLX bridge has no conv-stack benchmark (bench.conv_stack)" };
-      return { unavailable: `unavailable: ${(error as Error).message}` };
-    }
-  };
 }
 
 export const aneBenchMagic = defineMagic({
@@ -75,7 +56,7 @@ export const aneBenchMagic = defineMagic({
         { backend: args.backend as "ane" | "cpu" | "mlx" | "all" | undefined, configs, warmup: args.warmup, iters: args.iters, seed: args.seed, compileBudget: args.compileBudget },
         {
           signal: ctx.io.signal,
-          mlx: mlxBench(ctx),
+          mlx: mlxBench(() => ctx.services.get(BRIDGE), { runsDir: join(ctx.cwd, "runs") }),
           onBackend: (backend) => {
             current = backend;
             show();

@@ -50,6 +50,9 @@ export const time = defineMagic({
   showsResult: true,
   examples: ["%time [...Array(1e6).keys()].reduce((a, b) => a + b, 0)", "%%time\nconst r = await fetchRows();\nr.length"],
   async run({ text, body }, ctx) {
+    if (body !== undefined && text.trim() !== "") {
+      throw new UsageError(`%%time times the cell body, got ${quote(text)} on the %%time line; move that code below it.`);
+    }
     const code = body ?? text;
     if (code.trim() === "") {
       throw new UsageError(body === undefined ? "%time needs an expression to time, e.g. %time 1 + 1." : "%%time needs code to time in the cell body below the %%time line.");

@@ -158,6 +158,8 @@ export function convert(flagName: string, flag: Flag<unknown>, raw: string): unk
 export interface ParsedArgs {
   args: Record<string, unknown>;
   text: string;
+  /** The line asked for help (`--help`) rather than a run. */
+  help?: boolean;
 }
 
 /**
@@ -191,7 +193,8 @@ export function parseArgs(spec: MagicSpec<FlagMap>, rest: string, options: { lab
     const name = eq >= 0 ? body.slice(0, eq) : body;
     const entry = byKebab.get(name);
     if (!entry) {
-      if (name === "help" && eq < 0) throw new UsageError(`${label} has no --help flag; ask for help with ${label}?.`);
+      // argparse habit: a bare --help in flag position shows the help instead of running.
+      if (name === "help" && eq < 0) return { args: {}, text: "", help: true };
       const near = closest(name, [...byKebab.keys()]);
       const flagWord = quote(`--${name}`).slice(1, -1);
       throw new UsageError(

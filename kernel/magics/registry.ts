@@ -74,7 +74,11 @@ export class MagicRegistry implements MagicRunner {
       return { value: undefined, showsResult: false, name: spec.name };
     }
     const body = segment.kind === "cell-magic" ? segment.body : undefined;
-    const { args, text } = parseArgs(spec, rest, { label, bodyGiven: body !== undefined && body.trim() !== "" });
+    const { args, text, help: helpAsked } = parseArgs(spec, rest, { label, bodyGiven: body !== undefined && body.trim() !== "" });
+    if (helpAsked) {
+      ctx.io.display(helpOutput(spec));
+      return { value: undefined, showsResult: false, name: spec.name };
+    }
     const value = await spec.run({ args, text, body }, { ...ctx, magics: this.specs() });
     return { value, showsResult: spec.showsResult === true, name: spec.name };
   }

@@ -15,7 +15,9 @@ async function serve(): Promise<void> {
 }
 
 parentPort?.on("message", (message: { close?: boolean }) => {
-  if (message.close) socket.close();
+  if (!message.close) return;
+  socket.close();
+  parentPort?.close();
 });
 
 serve().catch((error: Error) => {

@@ -113,6 +113,11 @@ export class KernelSockets {
     return this.outboxes.iopub.send(encode(message, this.signer));
   }
 
+  /** Resolves once every message published so far has been handed to ZeroMQ. */
+  flushed(): Promise<void> {
+    return this.outboxes.iopub.drain();
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -120,8 +125,13 @@ export class KernelSockets {
     for (const socket of Object.values(this.routers)) socket.close();
     this.iopub.close();
     if (this.heartbeat) {
-      this.heartbeat.postMessage({ close: true });
-      await this.heartbeat.terminate();
+      // Terminating a thread inside a ZeroMQ call aborts the process: let it close its socket and end.
+      const worker = this.heartbeat;
+      const ended = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
+      worker.postMessage({ close: true });
+      const timer = setTimeout(() => void worker.terminate(), 2000);
+      await ended;
+      clearTimeout(timer);
     }
   }
 

@@ -112,6 +112,10 @@ export function parseRunArgs(argv: string[]): RunOptions | "help" {
 
 const MARK: Record<CellStatus, string> = { ok: "ok", error: "ERROR", timeout: "TIMEOUT", interrupted: "INTERRUPTED", died: "KERNEL DIED" };
 
+function counter(position: number, total: number): string {
+  return `[${String(position + 1).padStart(String(total).length)}/${total}]`;
+}
+
 function snippet(source: string): string {
   const line = source.split("\n").find((l) => l.trim() !== "") ?? "";
   return line.length > 50 ? `${line.slice(0, 49)}…` : line;
@@ -151,7 +155,7 @@ export async function runNotebook(options: RunOptions, signal?: AbortSignal, log
     kernel = await LocalKernel.start(spec, { cwd: options.cwd ?? dirname(options.input), startupTimeoutMs: options.startupTimeoutMs, signal });
     notebook.metadata.kernelspec = { name: spec.name, display_name: spec.displayName, language: spec.language };
   }
-  let outcome: RunOutcome;
+  let outcome: RunOutcome | undefined;
   try {
     if (Object.keys(options.parameters).length > 0) {
       const language = kernel.info.language_info?.name ?? notebook.metadata.kernelspec?.language ?? "typescript";
@@ -165,10 +169,16 @@ export async function runNotebook(options: RunOptions, signal?: AbortSignal, log
       signal,
       hooks: {
         onCellStart: (cell, position, total) => {
-          if (!options.quiet && options.logOutput) log(`[${position + 1}/${total}] ${snippet(text(cell.source))}`);
+          if (options.quiet) return;
+          const line = `${counter(position, total)} ${"running".padEnd(11)}          ${snippet(text(cell.source))}`;
+          // On a terminal the running line is replaced by the finished one; in a log both stay.
+          if (options.logOutput || !process.stderr.isTTY) log(line);
+          else process.stderr.write(line);
         },
         onCellComplete: (cell, position, total, status, s) => {
-          if (!options.quiet) log(`[${String(position + 1).padStart(String(total).length)}/${total}] ${MARK[status].padEnd(5)} ${s.toFixed(1).padStart(6)} s  ${snippet(text(cell.source))}`);
+          if (options.quiet) return;
+          if (!options.logOutput && process.stderr.isTTY) process.stderr.write("\r\x1b[K");
+          log(`${counter(position, total)} ${MARK[status].padEnd(11)} ${s.toFixed(1).padStart(6)} s  ${snippet(text(cell.source))}`);
         },
         onIOPub: options.logOutput
           ? (message) => {
@@ -181,6 +191,8 @@ export async function runNotebook(options: RunOptions, signal?: AbortSignal, log
     });
   } finally {
     await kernel.shutdown({ force: signal?.aborted && forced(signal) });
+    // Even an unexpected failure leaves the cells executed so far on disk.
+    if (!outcome) writeNotebook(options.output, notebook);
   }
   notebook.metadata.tunelab = { parameters: options.parameters, status: outcome.status };
   writeNotebook(options.output, notebook);
@@ -244,7 +256,7 @@ export async function run(argv: string[]): Promise<number> {
       return 0;
     }
     const error = outcome.error ? `${outcome.error.ename}: ${outcome.error.evalue}` : outcome.status;
-    process.stderr.write(`tunelab run: stopped at cell ${(outcome.failedCell ?? 0) + 1} (${error}); wrote the partial notebook to ${where}\n`);
+    process.stderr.write(`tunelab run: stopped at cell ${outcome.failedPosition ?? "?"} (${error}); wrote the partial notebook to ${where}\n`);
     const code = outcome.status === "interrupted" ? 130 : 1;
     exitSoon(code);
     return code;

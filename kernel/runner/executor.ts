@@ -28,6 +28,8 @@ export interface RunOutcome {
   status: CellStatus;
   /** Index in notebook.cells of the cell that stopped the run. */
   failedCell?: number;
+  /** Its place among the code cells that run, as the progress lines count them ("3/6"). */
+  failedPosition?: string;
   error?: { ename: string; evalue: string };
   cellsRun: number;
 }
@@ -52,7 +54,7 @@ export async function executeNotebook(notebook: Notebook, kernel: KernelHandle, 
   const runnable = code.filter(({ cell }) => text(cell.source).trim() !== "");
   let cellsRun = 0;
   for (const [position, { cell, index }] of runnable.entries()) {
-    if (options.signal?.aborted) return { status: "interrupted", failedCell: index, cellsRun, error: { ename: "KeyboardInterrupt", evalue: "Interrupted before this cell." } };
+    if (options.signal?.aborted) return { status: "interrupted", failedCell: index, failedPosition: `${position + 1}/${runnable.length}`, cellsRun, error: { ename: "KeyboardInterrupt", evalue: "Interrupted before this cell." } };
     options.hooks?.onCellStart?.(cell, position, runnable.length);
     const started = Date.now();
     collector.begin(cell);
@@ -65,13 +67,14 @@ export async function executeNotebook(notebook: Notebook, kernel: KernelHandle, 
     const failure = [...cell.outputs].reverse().find((o) => o.output_type === "error");
     const error = failure?.output_type === "error" ? { ename: failure.ename, evalue: failure.evalue } : undefined;
     if (status === "error" && (options.allowErrors || tagsOf(cell).includes(RAISES_TAG))) continue;
-    return { status, failedCell: index, error, cellsRun };
+    return { status, failedCell: index, failedPosition: `${position + 1}/${runnable.length}`, error, cellsRun };
   }
   return { status: "ok", cellsRun };
 }
 
 async function runCell(cell: CodeCell, kernel: KernelHandle, collector: OutputCollector, execution: Record<string, string>, options: ExecutorOptions): Promise<CellStatus> {
-  const grace = options.interruptGraceMs ?? 10_000;
+  // A training step can take many seconds on a busy CPU before the interrupt is seen.
+  const grace = options.interruptGraceMs ?? 30_000;
   const reply = kernel
     .execute(text(cell.source), (message) => {
       if (message.header.msg_type === "execute_input") execution["iopub.execute_input"] = new Date().toISOString();
@@ -98,6 +101,8 @@ async function runCell(cell: CodeCell, kernel: KernelHandle, collector: OutputCo
       await kernel.interrupt().catch(() => undefined);
       const late = await Promise.race([reply, new Promise<undefined>((r) => setTimeout(() => r(undefined), grace))]);
       if (!late) {
+        // Whatever the kernel sends while it is being shut down must not land after this error.
+        collector.detach();
         collector.append(errorOutput(stopped === "timeout" ? "CellTimeoutError" : "KeyboardInterrupt", `The kernel did not answer an interrupt within ${grace / 1000} s.`));
         return stopped;
       }

@@ -10,10 +10,12 @@ export class OutputCollector {
   private readonly byDisplayId = new Map<string, Set<Output>>();
   private cell: CodeCell | undefined;
   private clearPending = false;
+  private detached = false;
 
   begin(cell: CodeCell): void {
     this.cell = cell;
     this.clearPending = false;
+    this.detached = false;
     cell.outputs = [];
     cell.execution_count = null;
   }
@@ -23,9 +25,14 @@ export class OutputCollector {
     this.push(output);
   }
 
+  /** Ignores the kernel's further messages; `append` still adds to the current cell. */
+  detach(): void {
+    this.detached = true;
+  }
+
   handle(message: KernelMessage.IIOPubMessage): void {
     const cell = this.cell;
-    if (!cell) return;
+    if (!cell || this.detached) return;
     const content = message.content as Record<string, unknown>;
     switch (message.header.msg_type) {
       case "execute_input":

@@ -16,7 +16,7 @@ import { describeFailure, type Failure } from "./failure.js";
 import { History, type HistoryEntry, type HistoryQuery } from "./history.js";
 import { installNotebookApi, isDisplayHandle, MagicResults } from "./notebook-api.js";
 import { Services } from "./services.js";
-import { setStreamSink } from "./streams.js";
+import { setStreamSink, writeToProcess } from "./streams.js";
 
 export interface KernelOptions {
   sockets: KernelSockets;
@@ -67,7 +67,7 @@ export class Kernel {
   }
 
   start(): void {
-    setStreamSink((name, text) => this.active?.[name](text));
+    setStreamSink((name, text) => (this.active ? this.active[name](text) : writeToProcess(name, text)));
     this.sockets.listen("shell", (message) => this.enqueue(message));
     this.sockets.listen("control", (message) => void this.handleControl(message));
     this.sockets.listen("stdin", () => undefined);
@@ -100,13 +100,23 @@ export class Kernel {
       } catch (error) {
         this.options.log(`tunelab: TypeScript warm-up failed: ${(error as Error).message}`);
       }
-      void this.runner().catch((error: Error) => this.options.log(`tunelab: loading the magics failed: ${error.message}`));
+      // Leave a first cell that was waiting for the compiler a head start on the magics.
+      setTimeout(() => void this.runner().catch((error: Error) => this.options.log(`tunelab: loading the magics failed: ${error.message}`)), 1000);
     });
   }
 
   private runner(): Promise<MagicRunner> {
     this.runnerPromise ??= this.options.loadRunner();
     return this.runnerPromise;
+  }
+
+  /**
+   * A cell without a `%` line is all TypeScript: it runs without waiting for the magics to load
+   * (they load in the background after the compiler, and cost a second or more on a busy machine).
+   */
+  private async segmentsOf(code: string): Promise<CellSegment[]> {
+    if (!mayHoldMagic(code)) return code.trim() === "" ? [] : [{ kind: "code", code, startLine: 0 }];
+    return (await this.runner()).parseCell(code);
   }
 
   private currentIO(): CellIO {
@@ -202,7 +212,7 @@ export class Kernel {
         nbconvert_exporter: "script",
       },
       banner: `tunelab ${VERSIONS.tunelab}: TypeScript ${VERSIONS.typescript} on Node ${process.versions.node}, with magics for MLX fine-tuning and ANE benchmarks (%lsmagic lists them).`,
-      help_links: [{ text: "tunelab magics", url: "https://github.com/tunelab/tunelab#magics" }],
+      help_links: [],
       debugger: false,
     };
   }
@@ -222,8 +232,13 @@ export class Kernel {
     const entry = storeHistory ? this.history.add(count, code) : undefined;
 
     const io = new CellOutput(silent ? undefined : publish);
+    const previous = this.active;
     this.active = io;
+    // A synchronous cell blocks the event loop: busy and execute_input must be on the wire first.
+    await this.sockets.flushed();
     let result = await this.runCell(code, io);
+    // Late output (timers, callbacks) belongs to the last visible cell, never to a silent request.
+    if (silent) this.active = previous;
     if (result.ok && result.hasValue && !isDisplayHandle(result.value) && !silent) {
       try {
         const shown = toDisplayOutput(result.value);
@@ -260,10 +275,8 @@ export class Kernel {
 
   private async runCell(code: string, io: CellOutput): Promise<CellResult> {
     let segments: CellSegment[];
-    let runner: MagicRunner;
     try {
-      runner = await this.runner();
-      segments = runner.parseCell(code);
+      segments = await this.segmentsOf(code);
     } catch (error) {
       return { ok: false, failure: describeFailure(error, code) };
     }
@@ -276,7 +289,7 @@ export class Kernel {
         continue;
       }
       try {
-        const outcome = await runner.run(segment, this.magicContext(io));
+        const outcome = await (await this.runner()).run(segment, this.magicContext(io));
         this.results.record(outcome.name, outcome.value);
         last = { ok: true, value: outcome.value, hasValue: outcome.showsResult && outcome.value !== undefined };
       } catch (error) {
@@ -334,8 +347,7 @@ export class Kernel {
 
   /** The code segment under the cursor, with the cursor made relative to it; null on a magic line. */
   private async codeAt(code: string, cursor: number): Promise<{ code: string; cursor: number; offset: number } | null> {
-    const runner = await this.runner();
-    const segments = runner.parseCell(code);
+    const segments = await this.segmentsOf(code);
     if (segments.length === 1 && segments[0].kind === "code" && segments[0].startLine === 0) return { code, cursor, offset: 0 };
     for (const segment of segments) {
       if (segment.kind !== "code") continue;
@@ -349,7 +361,7 @@ export class Kernel {
     const cursor = codePointToIndex(code, cursorPos);
     let found: { matches: string[]; cursorStart: number; cursorEnd: number } | null = null;
     try {
-      found = (await this.runner()).complete(code, cursor);
+      found = mayHoldMagic(code) ? (await this.runner()).complete(code, cursor) : null;
       if (!found) {
         const at = await this.codeAt(code, cursor);
         if (at) {
@@ -373,7 +385,7 @@ export class Kernel {
   private async inspect(code: string, cursorPos: number): Promise<JsonObject> {
     const cursor = codePointToIndex(code, cursorPos);
     try {
-      const help = (await this.runner()).inspect(code, cursor);
+      const help = mayHoldMagic(code) ? (await this.runner()).inspect(code, cursor) : null;
       if (help) return { status: "ok", found: true, data: help.data, metadata: help.metadata ?? {} };
       const at = await this.codeAt(code, cursor);
       const text = at ? this.options.cells.inspect(at.code, at.cursor) : null;
@@ -385,7 +397,7 @@ export class Kernel {
   }
 
   private async isComplete(code: string): Promise<JsonObject> {
-    const segments = (await this.runner()).parseCell(code);
+    const segments = await this.segmentsOf(code);
     const last = segments.at(-1);
     for (const segment of segments) {
       if (segment.kind !== "code") continue;
@@ -411,6 +423,10 @@ export class Kernel {
     if (restart) this.options.cells.reset();
     setImmediate(() => this.options.onShutdown(restart));
   }
+}
+
+function mayHoldMagic(code: string): boolean {
+  return /^[ \t]*%/m.test(code);
 }
 
 function plainText(data: Record<string, unknown>): string | null {

@@ -14,6 +14,11 @@ export function kernelLog(line: string): void {
   originalStderr(`${line}\n`);
 }
 
+/** Where output goes when no cell has run yet: the kernel process's own streams. */
+export function writeToProcess(name: "stdout" | "stderr", text: string): void {
+  (name === "stdout" ? originalStdout : originalStderr)(text);
+}
+
 export function setStreamSink(next: StreamSink | undefined): void {
   sink = next;
 }

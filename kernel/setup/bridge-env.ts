@@ -50,17 +50,14 @@ const venv: SetupStep = {
       }
       await runCommand(python, ["-m", "venv", BRIDGE_VENV], { log });
     }
-    const pip = [BRIDGE_PYTHON, "-m", "pip"];
-    const quiet = ["-q", "--disable-pip-version-check"];
+    const pip = (...args: string[]) => runCommand(BRIDGE_PYTHON, ["-m", "pip", ...args, "-q", "--disable-pip-version-check"], { log });
     const lock = bridgeLockFile();
     // MLX loads whichever backend package it finds: switching backends must remove the other one.
     const otherBackend = lock.endsWith("cuda12.txt") ? "mlx-cpu" : "mlx-cuda-12";
-    if (await distributionInstalled(otherBackend)) {
-      await runCommand(pip[0], [...pip.slice(1), "uninstall", ...quiet, "-y", otherBackend], { log });
-    }
-    await runCommand(pip[0], [...pip.slice(1), "install", ...quiet, "-r", lock], { log });
+    if (await distributionInstalled(otherBackend)) await pip("uninstall", "-y", otherBackend);
+    await pip("install", "-r", lock);
     // The lock already holds every dependency; --no-deps keeps pip from re-resolving against it.
-    await runCommand(pip[0], [...pip.slice(1), "install", ...quiet, "--no-deps", "-e", BRIDGE_SOURCE], { log });
+    await pip("install", "--no-deps", "-e", BRIDGE_SOURCE);
     writeStamp(VENV_STAMP, venvInputs());
   },
 };

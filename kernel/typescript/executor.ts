@@ -31,6 +31,7 @@ interface Report {
   hasValue: boolean;
   diagnostics: CompileDiagnostic[];
   thrown?: { error: unknown };
+  converted?: ConvertResult;
 }
 
 interface Engine {
@@ -53,6 +54,8 @@ export class TypeScriptCells {
   /** Reports are a stack: `evaluate` from a magic may run while a cell awaits. */
   private readonly reports: Report[] = [];
   private lastOutput = "";
+  /** Declarations of every cell that compiled, as the compiler sees them in the next cell. */
+  private declarations = "";
   private readonly compiled = new CompileCache();
 
   constructor(private readonly rootDir: string = process.cwd()) {}
@@ -66,19 +69,27 @@ export class TypeScriptCells {
     const ts = require("@tslab/typescript-for-tslab") as typeof import("@tslab/typescript-for-tslab");
     const node = converterModule.createConverter({ isJS: false, isBrowser: false });
     let browser: Converter | undefined;
-    const recordOutput = (converter: Converter): Converter =>
+    // The executor forgets a cell's declarations when the cell throws; the notebook keeps them
+    // (its values were assigned up to the error), so the declarations the compiler sees are ours.
+    const withOurDeclarations = (converter: Converter): Converter =>
       new Proxy(converter, {
         get: (target, prop, receiver) => {
-          if (prop !== "convert") return Reflect.get(target, prop, receiver) as unknown;
-          return (prevDecl: string, src: string) => {
-            const result = this.compiled.get(prevDecl, src) ?? this.compiled.put(prevDecl, src, target.convert(prevDecl, src));
-            this.lastOutput = result.output ?? "";
-            return result;
-          };
+          if (prop === "convert") {
+            return (_prevDecl: string, src: string) => {
+              const result = this.compiled.get(this.declarations, src) ?? this.compiled.put(this.declarations, src, target.convert(this.declarations, src));
+              this.lastOutput = result.output ?? "";
+              const report = this.reports.at(-1);
+              if (report) report.converted = result;
+              return result;
+            };
+          }
+          if (prop === "complete") return (_prevDecl: string, src: string, position: number) => target.complete(this.declarations, src, position);
+          if (prop === "inspect") return (_prevDecl: string, src: string, position: number) => target.inspect(this.declarations, src, position);
+          return Reflect.get(target, prop, receiver) as unknown;
         },
       });
     const converters: ConverterSet = {
-      node: recordOutput(node),
+      node: withOurDeclarations(node),
       get browser() {
         browser ??= converterModule.createConverter({ isJS: false, isBrowser: true });
         return browser;
@@ -140,6 +151,7 @@ export class TypeScriptCells {
     } finally {
       this.reports.splice(this.reports.lastIndexOf(report), 1);
     }
+    if (report.converted && report.converted.diagnostics.length === 0) this.declarations = report.converted.declOutput ?? "";
     if (report.diagnostics.length > 0) {
       const diagnostics = report.diagnostics.map((d) => ({ ...d, line: d.line + startLine }));
       return { ok: false, error: new CompileError(diagnostics), line: diagnostics[0].line - 1 };
@@ -183,6 +195,7 @@ export class TypeScriptCells {
   reset(): void {
     if (!this.engine) return;
     this.engine.executor.reset();
+    this.declarations = "";
     this.runPrelude();
   }
 
@@ -195,6 +208,7 @@ export class TypeScriptCells {
     this.reports.push(report);
     // The prelude has no top-level await, so the executor runs it synchronously.
     void this.engine!.executor.execute(PRELUDE).finally(() => this.reports.splice(this.reports.lastIndexOf(report), 1));
+    this.declarations = report.converted?.declOutput ?? "";
     if (report.diagnostics.length > 0 || report.thrown) {
       throw new Error(`the notebook prelude failed to compile: ${report.diagnostics.map((d) => d.message).join("; ") || String(report.thrown?.error)}`);
     }

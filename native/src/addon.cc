@@ -123,14 +123,20 @@ class EvaluateWorker final : public PromiseWorker {
 
 class TimeWorker final : public PromiseWorker {
  public:
-  TimeWorker(Napi::Env env, std::shared_ptr<Graph> graph, Napi::Float32Array input, size_t outputs, int warmup, int iters)
+  TimeWorker(Napi::Env env, std::shared_ptr<Graph> graph, Napi::Float32Array input, size_t outputs, int warmup, int iters,
+             Napi::Int32Array stop)
       : PromiseWorker(env), graph_(std::move(graph)), input_(input.Data(), input.Data() + input.ElementLength()),
-        output_(outputs), warmup_(warmup), iters_(iters) {}
+        output_(outputs), warmup_(warmup), iters_(iters) {
+    if (!stop.IsEmpty()) {
+      stop_ = stop.Data();
+      stopRef_ = Napi::Persistent(stop.As<Napi::Object>());
+    }
+  }
   void Execute() override {
     try {
-      for (int i = 0; i < warmup_; ++i) graph_->evaluate(input_.data(), output_.data());
+      for (int i = 0; i < warmup_ && !stopped(); ++i) graph_->evaluate(input_.data(), output_.data());
       times_.reserve(size_t(iters_));
-      for (int i = 0; i < iters_; ++i) {
+      for (int i = 0; i < iters_ && !stopped(); ++i) {
         auto start = std::chrono::steady_clock::now();
         graph_->evaluate(input_.data(), output_.data());
         times_.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
@@ -146,10 +152,15 @@ class TimeWorker final : public PromiseWorker {
   }
 
  private:
+  // The JavaScript side sets stop[0] to cancel: a long timing loop ends at the next evaluation.
+  bool stopped() const { return stop_ && __atomic_load_n(stop_, __ATOMIC_RELAXED) != 0; }
+
   std::shared_ptr<Graph> graph_;
   std::vector<float> input_, output_;
   int warmup_, iters_;
   std::vector<double> times_;
+  int32_t* stop_ = nullptr;
+  Napi::ObjectReference stopRef_;
 };
 
 class SgemmWorker final : public PromiseWorker {
@@ -270,7 +281,7 @@ Napi::Value Evaluate(const Napi::CallbackInfo& info) {
   return promise;
 }
 
-// time(graph, input, warmup, iters) -> Float64Array of milliseconds per timed evaluation
+// time(graph, input, warmup, iters, stop?: Int32Array) -> Float64Array of milliseconds per timed evaluation
 Napi::Value Time(const Napi::CallbackInfo& info) {
   GraphBox* box = graphArg(info);
   if (!box || !floatArrayArg(info, 1, box->inputElements, "input")) return info.Env().Undefined();
@@ -280,7 +291,11 @@ Napi::Value Time(const Napi::CallbackInfo& info) {
     Napi::RangeError::New(info.Env(), "warmup must be >= 0 and iters >= 1").ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  auto* worker = new TimeWorker(info.Env(), box->graph, info[1].As<Napi::Float32Array>(), box->outputElements, warmup, iters);
+  Napi::Int32Array stop;
+  if (info.Length() > 4 && info[4].IsTypedArray() && info[4].As<Napi::TypedArray>().TypedArrayType() == napi_int32_array) {
+    stop = info[4].As<Napi::Int32Array>();
+  }
+  auto* worker = new TimeWorker(info.Env(), box->graph, info[1].As<Napi::Float32Array>(), box->outputElements, warmup, iters, stop);
   Napi::Promise promise = worker->promise();
   worker->Queue();
   return promise;

@@ -83,6 +83,16 @@ PackedStack::PackedStack(const std::vector<int>& channels, int spatial, const st
     }
     packed_.push_back(std::move(p));
   }
+  // Threads meet at a barrier after every layer: a thread needs a few MFLOP per layer to be worth
+  // its wait, so tiny layers (the training kernels) run on one thread.
+  double flops = 0;
+  for (size_t l = 0; l + 1 < channels_.size(); ++l) flops += 2.0 * channels_[l] * channels_[l + 1] * spatial_;
+  const double perLayer = weights.empty() ? 0 : flops / double(weights.size());
+#if defined(_OPENMP)
+  threads_ = std::max(1, std::min(omp_get_max_threads(), int(perLayer / 2e6)));
+#else
+  (void)perLayer;
+#endif
 }
 
 void PackedStack::evaluate(const float* input, float* output) {
@@ -94,7 +104,7 @@ void PackedStack::evaluate(const float* input, float* output) {
   }
   // Every output element is summed by one thread in a fixed order: results do not depend on the
   // number of threads, so a resumed training run reproduces the same numbers.
-#pragma omp parallel
+#pragma omp parallel num_threads(threads_)
   for (int l = 0; l < layers; ++l) {
     const float* x = l == 0 ? input : (l % 2 == 1 ? ping_.data() : pong_.data());
     float* y = l + 1 == layers ? output : (l % 2 == 0 ? ping_.data() : pong_.data());

@@ -19,6 +19,7 @@ class PackedStack {
   int spatial_;
   std::vector<std::vector<float>> packed_;  // per layer: blocks of kRows output rows, [k][row] within a block
   std::vector<float> ping_, pong_;
+  int threads_ = 1;
 };
 
 }  // namespace tunelab

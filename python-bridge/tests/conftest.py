@@ -26,3 +26,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def embedded_model_dir() -> Path:
+    """The embedded SmolLM2-135M-Instruct as an mlx-lm directory (converted by `tunelab setup`)."""
+    from tunelab_bridge.default_model import DefaultModelUnavailable, ensure_default_model
+
+    try:
+        return ensure_default_model(log=lambda _line: None)
+    except DefaultModelUnavailable as error:
+        pytest.fail(str(error))

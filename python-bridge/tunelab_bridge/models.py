@@ -105,14 +105,13 @@ class ModelStore:
             override = os.environ.get(DEFAULT_MODEL_ENV)
             if override:
                 return Path(override).name, str(Path(override).resolve())
+            from .default_model import DefaultModelUnavailable, ensure_default_model
+
             try:
-                from .default_model import ensure_default_model
-            except ImportError:
-                raise BridgeError(
-                    "model_not_found",
-                    "the embedded default model is not part of this installation; pass --model with a local mlx-lm model directory.",
-                ) from None
-            return DEFAULT_MODEL_NAME, str(Path(ensure_default_model(log)).resolve())
+                return DEFAULT_MODEL_NAME, str(Path(ensure_default_model(log)).resolve())
+            except DefaultModelUnavailable as error:
+                # Its message already says what to run (`tunelab setup`).
+                raise BridgeError("model_not_found", str(error)) from None
         path = Path(spec).expanduser()
         if path.exists():
             if not path.is_dir() or not (path / "config.json").exists():

@@ -25,6 +25,7 @@ JOB_METHODS = frozenset(
         "adapters.load",
         "adapters.unload",
         "adapters.switch",
+        "bench.conv_stack",
     }
 )
 

@@ -108,6 +108,7 @@ class Service:
             "adapters.load": self._adapters_load,
             "adapters.unload": self._adapters_unload,
             "adapters.switch": self._adapters_switch,
+            "bench.conv_stack": self._bench_conv_stack,
         }[job.method]
         return handler(job)
 
@@ -211,3 +212,8 @@ class Service:
         started = time.perf_counter()
         ms = self._manager(job).switch(name)
         return {"active": self.adapters.active, "ms": round(ms, 3), "total_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+    def _bench_conv_stack(self, job: Job) -> Mapping[str, Any]:
+        from .conv_bench import run_conv_bench
+
+        return run_conv_bench(job.params, job.emit, lambda: job.cancelled, self.blas)

@@ -9,10 +9,14 @@ import { describeFor } from "../../kernel/ane/stack.js";
 const addon = loadAddon();
 
 describe("cpu backend", () => {
-  it("matches a float64 reference within 1e-4 on every spatial column, for square and rectangular stacks", async () => {
+  it("matches a float64 reference within 1e-4 on every spatial column, on the packed and the cblas paths", async () => {
     const cases = [
       { channels: [512, 512, 512, 512, 512], spatial: 64 },
       { channels: [64, 128, 64], spatial: 16 },
+      // Row counts that do not fill a 6-row panel and widths that leave a partial column block.
+      { channels: [20, 7, 33], spatial: 80 },
+      { channels: [9, 13], spatial: 48 },
+      // A width the packed kernel does not take: one cblas_sgemm per layer.
       { channels: [3, 17, 5], spatial: 7 },
     ];
     for (const [i, c] of cases.entries()) {

@@ -7,7 +7,7 @@ import { readCheckpoint } from "../../kernel/ane/checkpoint.js";
 import { trainWithRestarts, type TrainOptions } from "../../kernel/ane/train.js";
 import { runBench } from "../../kernel/ane/bench.js";
 import { ChildGoneError } from "../../kernel/rpc/client.js";
-import { UserFacingError } from "../../kernel/errors.js";
+import { InterruptedError, UserFacingError } from "../../kernel/errors.js";
 import { ensureWorkerBuilt } from "./built.js";
 
 const base = mkdtempSync(join(tmpdir(), "tunelab-ane-"));
@@ -95,6 +95,21 @@ describe("ANE worker process", () => {
     expect(summary.steps % 10).toBe(0);
     expect(summary.steps).toBeLessThan(1000);
     expect(readCheckpoint(summary.checkpoint)?.step).toBe(summary.steps);
+  });
+
+  it("an interrupt stops a long native timing loop at its next evaluation", async () => {
+    const controller = new AbortController();
+    const started = Date.now();
+    setTimeout(() => controller.abort(), 1500);
+    const error = await runBench(
+      worker,
+      { backend: "cpu", configs: [{ channels: 256, spatial: 64, depth: 16 }], warmup: 0, iters: 1_000_000, seed: 0, compileBudget: 100 },
+      { signal: controller.signal },
+    ).catch((e: Error) => e);
+    expect(error).toBeInstanceOf(InterruptedError);
+    // A million evaluations would take far longer than this; the loop stopped when asked.
+    expect(Date.now() - started).toBeLessThan(60_000);
+    expect((await worker.call("ping")).pong).toBe(true);
   });
 
   it("benchmarks the cpu backend and reports the ANE as unavailable side by side", async () => {

@@ -42,8 +42,8 @@ describe.skipIf(!ready || process.env.TUNELAB_SKIP_SLOW === "1")("[slow, embedde
 
     // The before/after table, and the notebook's own check (which throws when there is no shift).
     const verdict = texts(cells[cells.length - 1]!);
-    expect(verdict).toMatch(/^before: (?![\s\S]*Quill[\s\S]*\nafter)/);
-    expect(verdict).toMatch(/after: +.*Quill/);
+    expect(/^before: (.*)$/m.exec(verdict)?.[1]).not.toMatch(/quill/i);
+    expect(/^after: +(.*)$/m.exec(verdict)?.[1]).toMatch(/quill/i);
     expect(verdict).toMatch(/now introduces itself as Quill/);
     // And a plain %generate after training answers with the adapter that %tune left active.
     const after = cells.find((c) => [c.source].flat().join("").startsWith("%generate"))!;

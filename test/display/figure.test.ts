@@ -120,3 +120,28 @@ describe("figure", () => {
     expect(toDisplayOutput(fig).data["text/plain"]).toBe("<Figure: 1 trace>");
   });
 });
+
+describe("renderSvg on random figures", () => {
+  it("always gives well-formed SVG without NaN, whatever the data", () => {
+    let seed = 7;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
+    const datum = () => pick([() => rand() * 100 - 50, () => 10 ** (rand() * 40 - 20), () => null, () => 0, () => "cat" + Math.floor(rand() * 4), () => Number.NaN, () => -1e308, () => "<&>\"'"])();
+    for (let i = 0; i < 300; i++) {
+      const n = Math.floor(rand() * 30);
+      const data = Array.from({ length: Math.floor(rand() * 4) }, () => ({
+        type: pick([undefined, "scatter", "bar", "bar"]),
+        mode: pick([undefined, "lines", "markers", "lines+markers"]),
+        name: pick([undefined, "a<b", "train & val", "λ"]),
+        x: rand() < 0.2 ? undefined : Array.from({ length: n }, datum),
+        y: Array.from({ length: n }, datum),
+      }));
+      const axis = () => pick([undefined, { type: "log" }, { type: "category" }, { range: [rand() * 10, rand() * 10] as [number, number] }, { title: "t&" }]);
+      const spec: FigureSpec = { data, layout: { width: pick([undefined, Number.NaN, 10, 1e9]), title: pick([undefined, "T", { text: "<x>" }]), xaxis: axis(), yaxis: axis(), barmode: pick([undefined, "stack", "overlay"]) } };
+      const svg = renderSvg(spec);
+      expect(xmlProblems(svg), JSON.stringify(spec)).toEqual([]);
+      const bad = /.{0,80}(NaN|Infinity|undefined).{0,40}/.exec(svg);
+      expect(bad?.[0], JSON.stringify(spec)).toBeUndefined();
+    }
+  });
+});

@@ -82,3 +82,21 @@ describe("LiveDisplay", () => {
     expect(lines).toHaveLength(3);
   });
 });
+
+describe("LiveDisplay failures", () => {
+  it("reports a render that throws in a deferred update to the cell instead of crashing", () => {
+    vi.useFakeTimers();
+    try {
+      const io = new RecordingIO();
+      const live = new LiveDisplay(io, { maxPerSecond: 4 });
+      live.update(text("ok"));
+      live.update(() => {
+        throw new Error("bad figure");
+      });
+      vi.advanceTimersByTime(300);
+      expect(io.text("stderr")).toBe("display update failed: bad figure\n");
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});

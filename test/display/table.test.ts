@@ -77,7 +77,7 @@ describe("formatting", () => {
   });
 });
 
-describe("text helpers", () => {
+describe("text, markdown and html bundles", () => {
   it("make bundles that display themselves", () => {
     expect(toDisplayOutput(text("hi")).data).toEqual({ "text/plain": "hi" });
     expect(toDisplayOutput(markdown("**hi**")).data).toEqual({ "text/markdown": "**hi**", "text/plain": "**hi**" });

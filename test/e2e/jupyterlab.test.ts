@@ -56,7 +56,9 @@ describe("an executed tunelab notebook in JupyterLab (Chromium)", () => {
 
   async function openNotebook(name: string): Promise<Page> {
     const page = await browser.newPage();
-    await page.goto(`${lab.url}lab/tree/${name}?token=${lab.token}`, { timeout: 120_000 });
+    // A workspace per notebook: one tab, nothing restored from an earlier page.
+    const workspace = name.replace(/\W/g, "-");
+    await page.goto(`${lab.url}lab/workspaces/${workspace}/tree/${name}?token=${lab.token}`, { timeout: 120_000 });
     await page.waitForSelector(".jp-OutputArea-output table", { timeout: 120_000 });
     return page;
   }
@@ -77,19 +79,20 @@ describe("an executed tunelab notebook in JupyterLab (Chromium)", () => {
     expect(state.cells).toBeGreaterThanOrEqual(4);
     expect(await outputText(page)).not.toMatch(/"data"\s*:|application\/vnd\.plotly/);
     await page.close();
-  });
+  }, 240_000);
 
   it("draws the interactive figure once the notebook is trusted, and saves the README's screenshot", async () => {
     const page = await openNotebook("trusted.ipynb");
-    await page.waitForSelector(".jp-OutputArea-output .js-plotly-plot .main-svg", { timeout: 90_000 });
+    await page.waitForSelector(".jp-OutputArea-output .js-plotly-plot .main-svg", { timeout: 150_000 });
     expect(await page.locator(".jp-OutputArea-output .js-plotly-plot .scatterlayer .trace").count()).toBeGreaterThanOrEqual(1);
     expect(await outputText(page)).not.toMatch(/"data"\s*:|application\/vnd\.plotly/);
-    // Let plotly finish its transition before the picture is taken.
-    await page.waitForTimeout(1000);
+    // The notebook alone in the picture: hide the file browser, let plotly finish its transition.
+    await page.keyboard.press("Control+b");
+    await page.waitForTimeout(1500);
     mkdirSync(join(PACKAGE_ROOT, "docs"), { recursive: true });
     await page.screenshot({ path: SCREENSHOT });
     await page.close();
-  });
+  }, 300_000);
 
   it("the HTML report draws the same figure interactively from a file, offline", async () => {
     const page = await browser.newPage();

@@ -2,8 +2,10 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createHmac, randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { createServer } from "node:net";
+import { join } from "node:path";
 import { Dealer, Request, Subscriber } from "zeromq";
+import { PACKAGE_ROOT } from "../../kernel/paths.js";
 
 /**
  * A small Jupyter client over real ZeroMQ sockets, for tests that need the wire itself (forged
@@ -23,7 +25,7 @@ export interface ExecuteResult {
   iopub: WireMessage[];
 }
 
-const ROOT = resolve(import.meta.dirname, "..", "..");
+const ROOT = PACKAGE_ROOT;
 const DELIM = Buffer.from("<IDS|MSG>");
 
 export interface StartOptions {
@@ -35,6 +37,19 @@ export interface StartOptions {
   connectionFlag?: string[];
   /** Signing key; empty string disables signing. */
   key?: string;
+  /** ipc (default: no ports to race for) or tcp on loopback (for kernels that only speak tcp). */
+  transport?: "ipc" | "tcp";
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => resolvePort(typeof address === "object" && address ? address.port : 0));
+    });
+  });
 }
 
 export class KernelClient {
@@ -71,22 +86,24 @@ export class KernelClient {
   static async start(options: StartOptions = {}): Promise<KernelClient> {
     const dir = mkdtempSync(join(tmpdir(), "tunelab-kernel-"));
     const key = options.key ?? randomUUID();
+    const tcp = options.transport === "tcp";
+    const ports = tcp ? [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()] : [1, 2, 3, 4, 5];
     const info = {
-      transport: "ipc",
-      ip: join(dir, "k"),
+      transport: tcp ? "tcp" : "ipc",
+      ip: tcp ? "127.0.0.1" : join(dir, "k"),
       key,
       signature_scheme: "hmac-sha256",
-      shell_port: 1,
-      iopub_port: 2,
-      stdin_port: 3,
-      control_port: 4,
-      hb_port: 5,
+      shell_port: ports[0],
+      iopub_port: ports[1],
+      stdin_port: ports[2],
+      control_port: ports[3],
+      hb_port: ports[4],
       kernel_name: "test",
     };
     const connectionFile = join(dir, "connection.json");
     writeFileSync(connectionFile, JSON.stringify(info));
-    const at = (port: number) => `ipc://${info.ip}-${port}`;
-    const client = new KernelClient({ shell: at(1), iopub: at(2), stdin: at(3), control: at(4), hb: at(5) }, { ...options, key }, dir, connectionFile);
+    const at = (i: number) => (tcp ? `tcp://127.0.0.1:${ports[i]}` : `ipc://${info.ip}-${ports[i]}`);
+    const client = new KernelClient({ shell: at(0), iopub: at(1), stdin: at(2), control: at(3), hb: at(4) }, { ...options, key }, dir, connectionFile);
     client.connect();
     return client;
   }
@@ -135,6 +152,10 @@ export class KernelClient {
     return mine();
   }
 
+  hasReply(channel: "shell" | "control", msgId: string): boolean {
+    return (channel === "shell" ? this.shellReplies : this.controlReplies).some((m) => m.parent_header.msg_id === msgId);
+  }
+
   iopubSoFar(msgId: string): WireMessage[] {
     return this.messages.filter((m) => m.parent_header.msg_id === msgId);
   }
@@ -157,12 +178,21 @@ export class KernelClient {
     });
   }
 
-  /** One heartbeat round trip in milliseconds. */
-  async ping(payload = "ping"): Promise<number> {
+  /** One heartbeat round trip in milliseconds; Infinity when no echo came within `timeoutMs`. */
+  async ping(payload = "ping", timeoutMs = 2000): Promise<number> {
     const started = process.hrtime.bigint();
-    await this.hb.send(payload);
-    const [echo] = await this.hb.receive();
-    if (echo.toString() !== payload) throw new Error(`heartbeat echoed ${echo.toString()}`);
+    try {
+      await this.hb.send(payload);
+      const [echo] = await this.hb.receive();
+      if (echo.toString() !== payload) throw new Error(`heartbeat echoed ${echo.toString()}`);
+    } catch (error) {
+      if ((error as { code?: string }).code !== "EAGAIN") throw error;
+      // A REQ socket that timed out is stuck mid-exchange: start a fresh one, as jupyter_client does.
+      this.hb.close();
+      this.hb = new Request({ linger: 0, receiveTimeout: timeoutMs, sendTimeout: timeoutMs });
+      this.hb.connect(this.endpoints.hb);
+      return Number.POSITIVE_INFINITY;
+    }
     return Number(process.hrtime.bigint() - started) / 1e6;
   }
 

@@ -46,9 +46,8 @@ describe("the kernel over real sockets", () => {
       await new Promise((r) => setTimeout(r, 100));
     }
     // The loop was still running through all the pings: the main thread could not have answered them.
+    expect(kernel.hasReply("shell", id)).toBe(false);
     const replied = await kernel.reply("shell", id, 60_000);
-    const input = kernel.iopubSoFar(id).find((m) => m.header.msg_type === "execute_input")!;
-    expect(Date.parse(replied.header.date as string) - Date.parse(input.header.date as string)).toBeGreaterThanOrEqual(4500);
     expect(replied.content.status).toBe("ok");
     expect(latencies.length).toBeGreaterThan(5);
     expect(Math.max(...latencies)).toBeLessThan(100);

@@ -72,6 +72,9 @@ describe("MagicRegistry.run", () => {
     expect(plain).toContain("%tune --iters 50 data/identity.jsonl");
     const md = shown!.data["text/markdown"] as string;
     expect(md).toContain("| `--batch-size N` | examples per step | default: 4; a positive integer |");
+    const asked = context();
+    expect(await runLine("%generate --max-tokens 3 --help", asked.ctx)).toEqual({ value: undefined, showsResult: false, name: "generate" });
+    expect(asked.io.displays()[0]!.data["text/plain"]).toContain("%generate: Generate text.");
     const cellHelp = context();
     await runLine("%%bench?", cellHelp.ctx);
     expect(cellHelp.io.displays()[0]!.data["text/plain"]).toContain("%%bench: Benchmark a cell.");
@@ -114,6 +117,8 @@ describe("built-in magics", () => {
     expect(seen.at(-1)).toBe("const x = 1;\nx + 1");
     expect(timed.value).toBe("done");
     expect(await usage("%time")).toBe("%time needs an expression to time, e.g. %time 1 + 1.");
+    expect(await usage("%%time")).toBe("%%time needs code to time in the cell body below the %%time line.");
+    expect(await usage("%%time 1 + 1\nx")).toBe("%%time times the cell body, got '1 + 1' on the %%time line; move that code below it.");
   });
 
   it("%time lets the evaluated code's error through and prints no time", async () => {

@@ -126,6 +126,7 @@ export function comparableOutputs(notebook: Notebook): unknown[] {
 function scrubIds(value: unknown): unknown {
   if (typeof value !== "string") return value;
   return value
+    .replace(/data:image\/svg\+xml;base64,([A-Za-z0-9+/=]+)/g, (_, b64: string) => `data:image/svg+xml,${Buffer.from(b64, "base64").toString("utf8")}`)
     .replace(/tl-[a-z]+-[0-9a-f]{6,}/g, "tl-ID")
     .replace(/\d+(\.\d+)?\s?(ms|s|it\/s|tok\/s)\b/g, "T");
 }

@@ -1,9 +1,8 @@
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { readFileSync } from "node:fs";
+import { delimiter, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CodeCell } from "../../kernel/runner/notebook.js";
-import { codeCell, comparableOutputs, ensureBuilt, markdownCell, pythonKernelPath, readJson, runCli, runNbclient, startJupyter, writeTestNotebook, type JupyterServer } from "./fixtures.js";
+import { codeCell, comparableOutputs, ensureBuilt, markdownCell, notebookDir, pythonKernelPath, tunelabKernelPath, readJson, runCli, runNbclient, startJupyter, writeTestNotebook, type JupyterServer } from "./fixtures.js";
 
 describe("tunelab run --server (a real Jupyter Server on loopback)", () => {
   let dir: string;
@@ -12,8 +11,8 @@ describe("tunelab run --server (a real Jupyter Server on loopback)", () => {
 
   beforeAll(async () => {
     ensureBuilt();
-    env = { JUPYTER_PATH: pythonKernelPath() };
-    dir = mkdtempSync(join(tmpdir(), "tunelab-remote-test-"));
+    env = { JUPYTER_PATH: [tunelabKernelPath(), pythonKernelPath()].join(delimiter) };
+    dir = notebookDir("tunelab-remote-test-");
     server = await startJupyter({ root: dir, env });
   });
 
@@ -21,7 +20,33 @@ describe("tunelab run --server (a real Jupyter Server on loopback)", () => {
     await server?.stop();
   });
 
-  it("gives the same cell outputs as a local run and as nbclient", async () => {
+  it("gives the same cell outputs for a tunelab notebook as a local run and as nbclient", async () => {
+    const input = writeTestNotebook(dir, "same-ts.ipynb", "tunelab", [
+      markdownCell("# Same everywhere"),
+      codeCell("const n = 1;", ["parameters"]),
+      codeCell('console.log("n =", n);\nconsole.error("to stderr");\n({ n, sq: n * n })'),
+      codeCell('import { figure, table } from "tunelab/display";\nfigure({ data: [{ type: "scatter", x: [1, 2, 3], y: [n, n / 2, n / 3], name: "loss" }], layout: { title: { text: "Loss" } } })'),
+      codeCell('table([{ step: 1, loss: n }, { step: 2, loss: n / 2 }])'),
+      codeCell("%lsmagic"),
+      codeCell('throw new Error("intentional")'),
+    ]);
+    const local = join(dir, "same-ts.local.ipynb");
+    const remote = join(dir, "same-ts.remote.ipynb");
+    const viaNbclient = join(dir, "same-ts.nbclient.ipynb");
+    const l = await runCli([input, "-p", "n=7", "-o", local, "--allow-errors"], env);
+    expect(l.code, l.stderr).toBe(0);
+    const r = await runCli([input, "-p", "n=7", "-o", remote, "--allow-errors", "--server", server.url, "--token", server.token], env);
+    expect(r.code, r.stderr).toBe(0);
+    runNbclient(local, viaNbclient, "tunelab", env, dir);
+
+    const expected = comparableOutputs(readJson(local));
+    const flat = JSON.stringify(expected);
+    for (const seen of ["n = 7", "to stderr", "application/vnd.plotly.v1+json", "image/svg+xml", "<table", "%tune", "intentional"]) expect(flat).toContain(seen);
+    expect(comparableOutputs(readJson(remote))).toEqual(expected);
+    expect(comparableOutputs(readJson(viaNbclient))).toEqual(expected);
+  });
+
+  it("gives the same cell outputs for an ipykernel notebook as a local run and as nbclient", async () => {
     const input = writeTestNotebook(dir, "same.ipynb", "python3", [
       markdownCell("# Same everywhere"),
       codeCell("n = 1", ["parameters"]),

@@ -1,6 +1,41 @@
-"""The fast %tune path: same losses and adapter weights as mlx-lm's step, less work per step.
+"""The fast %tune path: the same losses and adapter weights as mlx-lm's step, with less work.
 
-Placeholder docstring; see the module docs.
+- prefix_cache.py   the frozen blocks' output, computed once per example (exact: keyed by tokens)
+- loss_head.py      final norm + vocabulary logits only where the loss counts (one softmax pass)
+- anatomy.py        where a model's forward splits (embedding, blocks, norm, head), and the last
+                    block run from the first loss position on (tail queries)
+- bucketing.py      batches cut to their longest row, shapes bucketed for compiled traces
+- compiled_step.py  mx.compile of the loss and gradient
+- applicability.py  which of these are exact for this model and LoRA set-up (and why not)
+- loss.py           FastLossFn: the drop-in for `nn.value_and_grad(model, default_loss)`
+
+A training loop adopts it after LoRA is applied and the base frozen (order matters: the plan
+reads which blocks are trainable):
+
+    from tunelab_bridge import fast
+
+    model.freeze()
+    linear_to_lora_layers(model, layers, lora_parameters)
+    model.train()
+    fast_loss = fast.FastLossFn(model, fast.plan(model, fast.FastOptions(
+        prefix_cache=config.prefix_cache,
+        prefix_cache_mb=fast.DEFAULT_PREFIX_CACHE_MB if config.prefix_cache_mb is None else config.prefix_cache_mb)))
+    fast_loss.precompute(
+        [tokens[: config.max_seq_length] for tokens, _ in train_examples + valid_examples],
+        progress=lambda done, total: emit("phase", {"name": "preparing", "detail": f"frozen blocks {done}/{total} examples"}))
+    loss_and_grad = fast_loss.value_and_grad   # was nn.value_and_grad(model, default_loss)
+    loss_fn = fast_loss.loss_fn                # was default_loss (validation)
+    ...
+    result["optimisations"] = fast_loss.summary()
+    # {"prefix_cache": {"used", "reason", "frozen_blocks", "stats"}, "loss_head": {"used", "reason"},
+    #  "tail_queries": {...}, "trim_padding": {...}, "compile": {...}}: the summary table's
+    #  "prefix cache" line is optimisations.prefix_cache.used (+ reason when not used).
+
+`value_and_grad(model, batch, lengths)` returns ((loss, ntoks), grads) like mlx-lm's pair, for
+batches laid out as `iterate_batches` makes them ((B, W) tokens, (B, 2) [offset, length]).
+Where an optimisation is not exact (dropout below the first adapted block, adapters in every
+block, a trained embedding, a model whose forward is not a plain chain), it is off and
+`summary()` says why; with everything off the step is mlx-lm's own.
 """
 
 from .applicability import DEFAULT_PREFIX_CACHE_MB, Decision, FastOptions, FastPlan, plan

@@ -39,6 +39,33 @@ class Anatomy:
     def logits(self, h: mx.array) -> mx.array:
         return self.head(self.norm(h))
 
+    def tail_queries_supported(self) -> bool:
+        """Whether the last block can be run for the later positions only (its code is known)."""
+        from mlx_lm.models import llama
+
+        last = self.blocks[-1]
+        return type(last) is llama.TransformerBlock and type(last.self_attn) is llama.Attention
+
+    def run_last_block_from(self, h: mx.array, start: int) -> mx.array:
+        """The last block's output at positions start.. only: every position still supplies keys
+        and values, but queries, the output projection and the MLP run only where the loss can
+        look. Same arithmetic as `llama.TransformerBlock` restricted to those rows."""
+        block = self.blocks[-1]
+        attn = block.self_attn
+        batch, length, _ = h.shape
+        span = length - start
+        normed = block.input_layernorm(h)
+        queries = attn.q_proj(normed[:, start:]).reshape(batch, span, attn.n_heads, -1).transpose(0, 2, 1, 3)
+        keys = attn.k_proj(normed).reshape(batch, length, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        values = attn.v_proj(normed).reshape(batch, length, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        queries = attn.rope(queries, offset=start)
+        keys = attn.rope(keys)
+        mask = mx.arange(start, length)[:, None] >= mx.arange(length)[None, :]
+        out = mx.fast.scaled_dot_product_attention(queries, keys, values, scale=attn.scale, mask=mask)
+        out = out.transpose(0, 2, 1, 3).reshape(batch, span, -1)
+        tail = h[:, start:] + attn.o_proj(out)
+        return tail + block.mlp(block.post_attention_layernorm(tail))
+
 
 def recognise(model: nn.Module) -> tuple[Optional[Anatomy], str]:
     """The model's anatomy, or None and the sentence saying why the fast path cannot split it."""

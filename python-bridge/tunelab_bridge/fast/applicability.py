@@ -23,8 +23,9 @@ class FastOptions:
     """What the caller allows; `plan` decides what actually applies."""
 
     prefix_cache: bool = field(default=True, metadata={"help": "Reuse the frozen blocks' output per example (--no-prefix-cache turns it off)."})
-    prefix_cache_mb: int = field(default=DEFAULT_PREFIX_CACHE_MB, metadata={"help": "Memory budget for cached activations; examples beyond it run the full forward."})
+    prefix_cache_mb: float = field(default=DEFAULT_PREFIX_CACHE_MB, metadata={"help": "Memory budget for cached activations; examples beyond it run the full forward."})
     loss_head: bool = field(default=True, metadata={"help": "Final norm and vocabulary logits only at positions the loss counts."})
+    tail_queries: bool = field(default=True, metadata={"help": "Run the last block only from the first loss position on (keys and values still from every position)."})
     trim_padding: bool = field(default=True, metadata={"help": "Cut each batch to its longest example instead of mlx-lm's 32-token padding."})
     compile: bool = field(default=True, metadata={"help": "mx.compile the loss-and-gradient step (one trace per bucketed shape)."})
 
@@ -45,19 +46,21 @@ class FastPlan:
     num_blocks: int
     prefix_cache: Decision
     loss_head: Decision
+    tail_queries: Decision
     trim_padding: Decision
     compile: Decision
     prefix_cache_bytes: int
 
     @property
     def any(self) -> bool:
-        return any(d.applies for d in (self.prefix_cache, self.loss_head, self.trim_padding, self.compile))
+        return any(d.applies for d in (self.prefix_cache, self.loss_head, self.tail_queries, self.trim_padding, self.compile))
 
     def summary(self) -> Dict[str, Dict[str, object]]:
         """For the run's summary table and `TuneResult.optimisations`."""
         return {
             "prefix_cache": {**self.prefix_cache.as_dict(), "frozen_blocks": self.first_adapted_block if self.prefix_cache.applies else 0},
             "loss_head": self.loss_head.as_dict(),
+            "tail_queries": self.tail_queries.as_dict(),
             "trim_padding": self.trim_padding.as_dict(),
             "compile": self.compile.as_dict(),
         }
@@ -78,7 +81,7 @@ def plan(model: nn.Module, options: Optional[FastOptions] = None) -> FastPlan:
     anatomy, why_not = recognise(model)
     if anatomy is None:
         off = Decision(False, why_not)
-        return FastPlan(None, 0, 0, off, off, off, off, 0)
+        return FastPlan(None, 0, 0, off, off, off, off, off, 0)
 
     blocks = anatomy.blocks
     adapted = [i for i, b in enumerate(blocks) if _has_trainable(b)]
@@ -111,6 +114,19 @@ def plan(model: nn.Module, options: Optional[FastOptions] = None) -> FastPlan:
     else:
         trim = Decision(True, "batches cut to their longest example, widths bucketed to multiples of 8")
 
+    if not options.tail_queries:
+        tail = Decision(False, "turned off")
+    elif not head.applies:
+        tail = Decision(False, "needs the loss-position head")
+    elif random_anywhere:
+        tail = Decision(False, "dropout draws depend on the padded batch shape")
+    elif not anatomy.tail_queries_supported():
+        tail = Decision(False, "the last block is not a llama block whose code the fast path mirrors")
+    elif len(blocks) - first < 1:
+        tail = Decision(False, "the last block has no adapter")
+    else:
+        tail = Decision(True, "last block computed from the first loss position on")
+
     if not options.compile:
         compiled = Decision(False, "turned off")
     elif random_anywhere:
@@ -124,7 +140,8 @@ def plan(model: nn.Module, options: Optional[FastOptions] = None) -> FastPlan:
         num_blocks=len(blocks),
         prefix_cache=prefix,
         loss_head=head,
+        tail_queries=tail,
         trim_padding=trim,
         compile=compiled,
-        prefix_cache_bytes=max(0, options.prefix_cache_mb) * 2**20,
+        prefix_cache_bytes=int(max(0.0, options.prefix_cache_mb) * 2**20),
     )

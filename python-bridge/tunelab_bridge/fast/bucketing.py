@@ -26,13 +26,14 @@ class BatchLayout:
     tokens: np.ndarray  # (B, width) input tokens, zero beyond each row's end
     lengths: np.ndarray  # (B,) real tokens per row (after mlx-lm's truncation)
     width: int  # positions run through the blocks
-    positions: np.ndarray  # (N,) flat indices b * width + j whose logits are computed
+    tail_start: int  # first position the last block computes (0: all of them)
+    positions: np.ndarray  # (N,) flat indices b * (width - tail_start) + j - tail_start whose logits are computed
     targets: np.ndarray  # (N,) next-token targets at those positions
     weights: np.ndarray  # (N,) 1.0 where the loss counts, 0.0 for bucket filler
     ntoks: int  # positions the loss counts (mlx-lm's ntoks)
 
 
-def layout(batch: np.ndarray, lengths: np.ndarray, *, trim: bool, loss_positions_only: bool) -> BatchLayout:
+def layout(batch: np.ndarray, lengths: np.ndarray, *, trim: bool, loss_positions_only: bool, tail_queries: bool = False) -> BatchLayout:
     """Lay out an `iterate_batches` batch: `batch` (B, W) tokens, `lengths` (B, 2) [offset, length]."""
     batch = np.asarray(batch, dtype=np.int32)
     offsets = np.asarray(lengths, dtype=np.int64)[:, 0]
@@ -54,14 +55,19 @@ def layout(batch: np.ndarray, lengths: np.ndarray, *, trim: bool, loss_positions
     keep = min(width, inputs_width)
     padded_mask[:, :keep] = mask[:, :keep]
 
+    tail_start = 0
     if loss_positions_only:
         b, j = np.nonzero(padded_mask)
         count = len(b)
+        if tail_queries and count:
+            first = int(j.min())
+            tail_start = (first // BUCKET) * BUCKET if trim else first
+        span = width - tail_start
         total = round_up(count, BUCKET) if trim else max(count, 1)
         positions = np.zeros(total, dtype=np.int32)
         targets = np.zeros(total, dtype=np.int32)
         weights = np.zeros(total, dtype=np.float32)
-        positions[:count] = b * width + j
+        positions[:count] = b * span + (j - tail_start)
         targets[:count] = tokens[b, j + 1]
         weights[:count] = 1.0
     else:
@@ -74,6 +80,7 @@ def layout(batch: np.ndarray, lengths: np.ndarray, *, trim: bool, loss_positions
         tokens=tokens[:, :width],
         lengths=np.minimum(ends, full_width).astype(np.int64),
         width=width,
+        tail_start=tail_start,
         positions=positions,
         targets=targets,
         weights=weights,

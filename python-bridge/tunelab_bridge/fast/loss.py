@@ -33,10 +33,15 @@ class FastLossFn:
             self.cache = PrefixCache(anatomy, fast_plan.first_adapted_block, fast_plan.prefix_cache_bytes)
         start = fast_plan.first_adapted_block if self.cache is not None else 0
         cached = self.cache is not None
+        tail = fast_plan.tail_queries.applies
+        last = fast_plan.num_blocks - 1
 
-        def loss(inputs: mx.array, positions: mx.array, targets: mx.array, weights: mx.array, ntoks: mx.array) -> mx.array:
+        def loss(inputs: mx.array, positions: mx.array, targets: mx.array, weights: mx.array, ntoks: mx.array, tail_start: int = 0) -> mx.array:
             h = inputs if cached else anatomy.embed_tokens(inputs)
-            h = anatomy.run_blocks(h, start)
+            if tail:
+                h = anatomy.run_last_block_from(anatomy.run_blocks(h, start, last), tail_start)
+            else:
+                h = anatomy.run_blocks(h, start)
             return loss_at_positions(anatomy, h, positions, targets, weights, ntoks)
 
         self._loss = loss
@@ -60,6 +65,7 @@ class FastLossFn:
             np.array(lengths),
             trim=self.plan.trim_padding.applies,
             loss_positions_only=self.plan.loss_head.applies,
+            tail_queries=self.plan.tail_queries.applies,
         )
         if self.cache is not None:
             inputs = self.cache.hidden(lay.source, lay.lengths, lay.width)
@@ -71,6 +77,7 @@ class FastLossFn:
             mx.array(lay.targets),
             mx.array(lay.weights),
             mx.array(lay.ntoks, dtype=mx.int32),
+            lay.tail_start,
         )
 
     def loss_and_grad(self, batch: mx.array, lengths: mx.array) -> Tuple[mx.array, mx.array, Grads]:
@@ -81,11 +88,27 @@ class FastLossFn:
             return loss, ntoks, grads
         args = self._arguments(batch, lengths)
         loss, grads = self._value_and_grad(*args)
-        return loss, args[-1], grads
+        return loss, args[4], grads
+
+    def value_and_grad(self, model: nn.Module, batch: mx.array, lengths: mx.array) -> Tuple[Tuple[mx.array, mx.array], Grads]:
+        """The signature of `nn.value_and_grad(model, default_loss)`: ((loss, ntoks), grads)."""
+        loss, ntoks, grads = self.loss_and_grad(batch, lengths)
+        return (loss, ntoks), grads
+
+    def loss_fn(self, model: nn.Module, batch: mx.array, lengths: mx.array) -> Tuple[mx.array, mx.array]:
+        """The signature of mlx-lm's `default_loss(model, batch, lengths)`, for validation."""
+        return self.loss(batch, lengths)
+
+    def summary(self) -> dict:
+        """What was used and why not, with the prefix cache's counters (for the summary table)."""
+        out = self.plan.summary()
+        if self.cache is not None:
+            out["prefix_cache"]["stats"] = self.cache.stats.as_dict()
+        return out
 
     def loss(self, batch: mx.array, lengths: mx.array) -> Tuple[mx.array, mx.array]:
         """(loss, ntoks) without gradients, e.g. for validation batches."""
         if self.plan.anatomy is None:
             return default_loss(self.model, batch, lengths)
         args = self._arguments(batch, lengths)
-        return self._loss_only(*args), args[-1]
+        return self._loss_only(*args), args[4]

@@ -1,0 +1,97 @@
+"""The fast path switches itself off, with a reason, wherever it would not be exact, and then
+trains exactly like mlx-lm's own step."""
+
+from __future__ import annotations
+
+import numpy as np
+from mlx_lm.tuner.lora import LoRALinear
+
+from fast_reference import dataset, fast_step, prepare, reference_step, train
+from test_fast_equivalence import STEPS, assert_same_training, run_pair
+from tunelab_bridge import fast
+from tunelab_bridge.fast.bucketing import layout
+
+
+def test_adapters_in_every_block_leave_nothing_to_cache() -> None:
+    reference, candidate, plan, loss_fn = run_pair(layers=6, batch_size=2)
+    assert not plan.prefix_cache.applies and "first block" in plan.prefix_cache.reason
+    assert loss_fn.cache is None
+    assert plan.summary()["prefix_cache"]["used"] is False
+    assert_same_training(reference, candidate)
+
+
+def frozen_dropout_in_block_one(model) -> None:
+    attn = model.model.layers[1].self_attn
+    attn.k_proj = LoRALinear.from_base(attn.k_proj, r=2, dropout=0.3, scale=1.0)
+    attn.k_proj.freeze()
+
+
+def test_dropout_below_the_first_adapted_block_turns_the_cache_off() -> None:
+    reference, candidate, plan, loss_fn = run_pair(layers=2, batch_size=2, tweak=frozen_dropout_in_block_one)
+    assert not plan.prefix_cache.applies
+    assert "dropout" in plan.prefix_cache.reason and "block 4" in plan.prefix_cache.reason
+    assert loss_fn.cache is None
+    assert_same_training(reference, candidate)
+
+
+def test_no_prefix_cache_flag() -> None:
+    model = prepare(6, 2)
+    plan = fast.plan(model, fast.FastOptions(prefix_cache=False))
+    assert not plan.prefix_cache.applies and "--no-prefix-cache" in plan.prefix_cache.reason
+    assert fast.FastLossFn(model, plan).precompute([[1, 2, 3]]) is None
+    plan = fast.plan(model, fast.FastOptions(prefix_cache_mb=0))
+    assert not plan.prefix_cache.applies and "0 MB" in plan.prefix_cache.reason
+
+
+def test_a_trained_embedding_turns_the_cache_off() -> None:
+    def train_embedding(model) -> None:
+        model.model.embed_tokens.unfreeze()
+
+    reference, candidate, plan, _ = run_pair(layers=2, batch_size=1, tweak=train_embedding)
+    assert not plan.prefix_cache.applies and "embedding" in plan.prefix_cache.reason
+    assert_same_training(reference, candidate)
+
+
+def test_an_unknown_architecture_falls_back_to_mlx_lm_loss() -> None:
+    def disguise(model) -> None:
+        model.model_type = "mystery"
+
+    reference, candidate, plan, loss_fn = run_pair(layers=2, batch_size=2, tweak=disguise)
+    assert not plan.any and "mystery" in plan.prefix_cache.reason
+    assert loss_fn.cache is None
+    assert_same_training(reference, candidate)
+
+
+def test_precompute_reports_progress_to_the_end() -> None:
+    model = prepare(6, 2)
+    loss_fn = fast.FastLossFn(model, fast.plan(model))
+    seen = []
+    stats = loss_fn.precompute([tokens for tokens, _ in dataset(40)], progress=lambda done, total: seen.append((done, total)))
+    assert seen[0] == (0, 40) and seen[-1] == (40, 40)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert stats.cached == 40 and stats.bytes == sum(len(t) for t, _ in dataset(40)) * 48 * 4
+
+
+def test_layout_counts_only_loss_positions() -> None:
+    batch = np.zeros((2, 33), dtype=np.int32)
+    batch[0, :10] = np.arange(1, 11)
+    batch[1, :20] = np.arange(1, 21)
+    lengths = np.array([[4, 10], [15, 20]])
+    lay = layout(batch, lengths, trim=True, loss_positions_only=True)
+    assert lay.tail_start == 0
+    # mlx-lm counts target j when offset <= j + 1 <= length: 7 + 6 positions.
+    assert lay.ntoks == 13
+    assert lay.width == 24  # longest row (20) rounded up to the bucket
+    assert lay.weights.sum() == 13 and len(lay.positions) == 16
+    counted = lay.positions[lay.weights > 0]
+    assert list(counted[:7]) == [3, 4, 5, 6, 7, 8, 9]
+    assert list(counted[7:]) == [24 + j for j in range(14, 20)]
+    tail = layout(batch, lengths, trim=True, loss_positions_only=True, tail_queries=True)
+    # The first counted position is j = 3, so the last block runs from 0 (bucket floor); without
+    # buckets it starts exactly at 3 and positions are relative to it.
+    assert tail.tail_start == 0
+    exact = layout(batch, lengths, trim=False, loss_positions_only=True, tail_queries=True)
+    assert exact.tail_start == 3 and exact.width == 32
+    assert list(exact.positions[:7]) == list(range(0, 7)) and exact.positions[7] == 29 + 11
+    full = layout(batch, lengths, trim=False, loss_positions_only=False)
+    assert full.width == 32 and full.weights.sum() == 13 and len(full.positions) == 64

@@ -1,0 +1,132 @@
+"""The fast path trains exactly like mlx-lm's own step: per-step losses and final adapter weights
+agree over 20+ steps with each optimisation on and off, across --layers, --batch-size, masking
+and truncation settings, on a tiny llama built here."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from fast_reference import dataset, fast_step, prepare, reference_step, train
+from tunelab_bridge import fast
+
+STEPS = 20
+ALL_ON = fast.FastOptions()
+NONE = dict(prefix_cache=False, loss_head=False, tail_queries=False, trim_padding=False, compile=False)
+EACH_ALONE = {
+    "prefix-cache": fast.FastOptions(**{**NONE, "prefix_cache": True}),
+    "loss-head": fast.FastOptions(**{**NONE, "loss_head": True}),
+    "tail-queries": fast.FastOptions(**{**NONE, "loss_head": True, "tail_queries": True}),
+    "trim-padding": fast.FastOptions(**{**NONE, "trim_padding": True}),
+    "compile": fast.FastOptions(**{**NONE, "compile": True}),
+    "all-but-compile": fast.FastOptions(compile=False),
+    "all": ALL_ON,
+}
+
+
+def assert_same_training(reference, candidate) -> None:
+    ref_losses, ref_weights = reference
+    losses, weights = candidate
+    assert len(losses) == len(ref_losses) >= STEPS
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-4, atol=1e-5)
+    assert ref_weights.keys() == weights.keys()
+    for key in ref_weights:
+        np.testing.assert_allclose(np.array(weights[key]), np.array(ref_weights[key]), rtol=1e-3, atol=2e-5, err_msg=key)
+    # The run must actually have trained, or "equal" would prove nothing.
+    assert ref_losses[-1] < ref_losses[0]
+
+
+def run_pair(*, layers, batch_size, mask_prompt=True, options=ALL_ON, max_seq_length=2048, dropout=0.0, blocks=6, tweak=None):
+    data = dataset(9, mask_prompt=mask_prompt)
+    model = prepare(blocks, layers, dropout=dropout)
+    if tweak:
+        tweak(model)
+    reference = train(model, reference_step(model), data, batch_size, STEPS, max_seq_length)
+    model = prepare(blocks, layers, dropout=dropout)
+    if tweak:
+        tweak(model)
+    step, plan, loss_fn = fast_step(model, options, data, max_seq_length)
+    candidate = train(model, step, data, batch_size, STEPS, max_seq_length)
+    return reference, candidate, plan, loss_fn
+
+
+@pytest.mark.parametrize("name", list(EACH_ALONE))
+def test_each_optimisation_alone_and_together(name: str) -> None:
+    reference, candidate, plan, _ = run_pair(layers=2, batch_size=2, options=EACH_ALONE[name])
+    assert_same_training(reference, candidate)
+    wanted = EACH_ALONE[name]
+    assert plan.prefix_cache.applies == wanted.prefix_cache
+    assert plan.loss_head.applies == wanted.loss_head
+    assert plan.tail_queries.applies == wanted.tail_queries
+    assert plan.trim_padding.applies == wanted.trim_padding
+    assert plan.compile.applies == wanted.compile
+
+
+@pytest.mark.parametrize(
+    "layers,batch_size,mask_prompt",
+    [(1, 1, True), (2, 3, True), (4, 1, False), (3, 4, False), (5, 2, True)],
+)
+def test_layers_batch_sizes_and_masking(layers: int, batch_size: int, mask_prompt: bool) -> None:
+    reference, candidate, plan, loss_fn = run_pair(layers=layers, batch_size=batch_size, mask_prompt=mask_prompt)
+    assert_same_training(reference, candidate)
+    assert plan.prefix_cache.applies and plan.first_adapted_block == 6 - layers
+    stats = loss_fn.cache.stats
+    assert stats.cached == 9 and stats.misses == 0 and stats.hits == STEPS * batch_size
+
+
+def test_truncation_to_max_seq_length() -> None:
+    reference, candidate, _, _ = run_pair(layers=2, batch_size=2, max_seq_length=24)
+    assert_same_training(reference, candidate)
+
+
+def test_budget_caches_what_fits_and_computes_the_rest() -> None:
+    reference, candidate, plan, loss_fn = run_pair(layers=2, batch_size=1, options=fast.FastOptions(prefix_cache_mb=0.012))
+    assert_same_training(reference, candidate)
+    stats = loss_fn.cache.stats
+    assert plan.prefix_cache.applies
+    assert 0 < stats.cached < 9 and stats.skipped_over_budget > 0 and stats.misses > 0
+    assert stats.bytes <= 0.012 * 2**20
+
+
+def test_dropout_in_adapted_blocks_keeps_the_same_random_draws() -> None:
+    reference, candidate, plan, _ = run_pair(layers=2, batch_size=2, dropout=0.2)
+    assert_same_training(reference, candidate)
+    assert plan.prefix_cache.applies and plan.loss_head.applies
+    assert not plan.trim_padding.applies and "dropout" in plan.trim_padding.reason
+    assert not plan.compile.applies and "dropout" in plan.compile.reason
+    assert not plan.tail_queries.applies and "dropout" in plan.tail_queries.reason
+
+
+def test_rows_with_other_tokens_are_never_served_from_the_cache() -> None:
+    data = dataset(9)
+    model = prepare(6, 2)
+    reference = train(model, reference_step(model), data, 1, STEPS)
+    model = prepare(6, 2)
+    # Precompute for different sequences of the same lengths: every training row must miss.
+    decoys = [[(t + 1) % 97 for t in tokens] for tokens, _ in data]
+    step, _, loss_fn = fast_step(model, ALL_ON)
+    loss_fn.precompute(decoys)
+    candidate = train(model, step, data, 1, STEPS)
+    assert_same_training(reference, candidate)
+    assert loss_fn.cache.stats.misses == 9 and loss_fn.cache.stats.hits == STEPS - 9
+
+
+def test_drop_in_signatures_match_mlx_lm() -> None:
+    from mlx_lm.tuner.trainer import default_loss, iterate_batches
+    import mlx.nn as nn
+
+    data = dataset(5)
+    model = prepare(6, 2)
+    loss_fn = fast.FastLossFn(model, fast.plan(model))
+    batch, lengths = next(iterate_batches(data, 2, 2048))
+    (loss, ntoks), grads = loss_fn.value_and_grad(model, batch, lengths)
+    (ref_loss, ref_ntoks), ref_grads = nn.value_and_grad(model, default_loss)(model, batch, lengths)
+    assert int(ntoks.item()) == int(ref_ntoks.item())
+    assert abs(loss.item() - ref_loss.item()) < 1e-5
+    val_loss, val_ntoks = loss_fn.loss_fn(model, batch, lengths)
+    assert abs(val_loss.item() - ref_loss.item()) < 1e-5 and int(val_ntoks.item()) == int(ref_ntoks.item())
+    from mlx.utils import tree_flatten
+
+    assert [k for k, _ in tree_flatten(grads)] == [k for k, _ in tree_flatten(ref_grads)]
+    mx.eval(grads)
