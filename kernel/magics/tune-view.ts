@@ -52,7 +52,7 @@ export function progressLine(p: ProgressEvent): string {
     `loss ${formatNumber(p.loss)}`,
     `${formatNumber(p.it_per_s)} it/s`,
     `${formatNumber(Math.round(p.tokens_per_s))} tokens/s`,
-    Number.isFinite(remaining) ? `ETA ${formatDuration(remaining)}` : "",
+    Number.isFinite(remaining) && remaining > 0 ? `ETA ${formatDuration(remaining)}` : "",
     `peak ${formatNumber(p.peak_memory_gb)} GB`,
   ]
     .filter(Boolean)
