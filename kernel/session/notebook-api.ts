@@ -1,4 +1,6 @@
 import { toDisplayOutput } from "../display/mime.js";
+import { figure, type Figure } from "../display/figure.js";
+import { table, type Table } from "../display/table.js";
 import { NOTEBOOK_API } from "../typescript/prelude.js";
 import type { CellIO } from "./cell-io.js";
 
@@ -14,6 +16,10 @@ export interface NotebookApi {
   magic(line: string): Promise<unknown>;
   display(value: unknown, options?: { id?: string }): NotebookDisplayHandle;
   clear(wait?: boolean): void;
+  /** A Plotly figure that displays itself (interactive HTML, Plotly JSON and a static SVG). */
+  figure(...args: Parameters<typeof figure>): Figure;
+  /** A table (arquero table or rows) that displays itself as HTML, markdown and plain text. */
+  table(...args: Parameters<typeof table>): Table;
 }
 
 export interface NotebookHost {
@@ -67,6 +73,10 @@ export function installNotebookApi(host: NotebookHost, results: MagicResults): N
     clear(wait = false) {
       host.currentIO().clearOutput(wait);
     },
+    // Also importable as "tunelab/display"; on the notebook object so that a notebook anywhere
+    // on disk can use them without a node_modules/tunelab of its own.
+    figure,
+    table,
   };
   (globalThis as Record<symbol, unknown>)[NOTEBOOK_API] = api;
   return api;

@@ -21,6 +21,10 @@ const tunelab: {
   display(value: unknown, options?: { id?: string }): TunelabDisplayHandle;
   /** Clears this cell's output; with wait, when the next output arrives. */
   clear(wait?: boolean): void;
+  /** A Plotly figure ({data, layout}) that displays itself: interactive HTML, Plotly JSON, static SVG. */
+  figure(spec: { data: any[]; layout?: any; config?: any }, options?: any): any;
+  /** A table from an arquero table or an array of row objects; displays as HTML, markdown and text. */
+  table(input: any, options?: any): any;
 } = (globalThis as any)[Symbol.for("tunelab.notebook")];
 const display = tunelab.display;
 `;
