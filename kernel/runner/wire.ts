@@ -1,18 +1,17 @@
-import { createHmac, randomUUID, timingSafeEqual } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import type { KernelMessage } from "@jupyterlab/services";
-
-const DELIMITER = "<IDS|MSG>";
+import { decode, encode, makeHeader, Signer, WireError, type Header, type Message } from "../protocol/wire.js";
 
 /**
- * The Jupyter wire format on the client side: four JSON frames signed with HMAC-SHA256 over the
- * connection file's key. An empty key means the kernel does not sign, and neither do we.
+ * The client side of the Jupyter wire format: the kernel's own framing and signing
+ * (kernel/protocol/wire.ts), typed with @jupyterlab/services' message types.
  */
 export class WireCodec {
-  private readonly key: Buffer;
+  private readonly signer: Signer;
 
-  constructor(key: string, readonly session: string = randomUUID(), private readonly scheme = "hmac-sha256") {
+  constructor(key: string, readonly session: string = randomUUID(), scheme = "hmac-sha256") {
     if (key && scheme !== "hmac-sha256") throw new Error(`unsupported signature scheme '${scheme}'`);
-    this.key = Buffer.from(key, "utf8");
+    this.signer = new Signer(key);
   }
 
   request<T extends KernelMessage.IMessage>(
@@ -22,14 +21,7 @@ export class WireCodec {
   ): T {
     return {
       channel,
-      header: {
-        msg_id: randomUUID(),
-        msg_type: msgType,
-        session: this.session,
-        username: "tunelab",
-        date: new Date().toISOString(),
-        version: "5.3",
-      },
+      header: makeHeader(msgType, this.session),
       parent_header: {},
       metadata: {},
       content,
@@ -38,40 +30,26 @@ export class WireCodec {
   }
 
   encode(message: KernelMessage.IMessage): Buffer[] {
-    const parts = [message.header, message.parent_header, message.metadata, message.content].map((p) => Buffer.from(JSON.stringify(p), "utf8"));
-    return [Buffer.from(DELIMITER), Buffer.from(this.sign(parts)), ...parts];
+    const wire: Message = {
+      identities: [],
+      header: message.header as unknown as Header,
+      parent_header: message.parent_header as Message["parent_header"],
+      metadata: message.metadata as Message["metadata"],
+      content: message.content as Message["content"],
+      buffers: [],
+    };
+    return encode(wire, this.signer);
   }
 
   /** Returns the message, or undefined when it is malformed or its signature does not verify. */
   decode(frames: Buffer[], channel: KernelMessage.Channel): KernelMessage.IMessage | undefined {
-    const at = frames.findIndex((f) => f.length === DELIMITER.length && f.toString() === DELIMITER);
-    if (at < 0 || frames.length < at + 6) return undefined;
-    const signature = frames[at + 1];
-    const parts = frames.slice(at + 2, at + 6);
-    if (this.key.length > 0) {
-      const expected = Buffer.from(this.sign(parts));
-      if (signature.length !== expected.length || !timingSafeEqual(signature, expected)) return undefined;
-    }
     try {
-      const [header, parent_header, metadata, content] = parts.map((p) => JSON.parse(p.toString("utf8")) as unknown);
-      return {
-        channel,
-        header,
-        parent_header,
-        metadata,
-        content,
-        buffers: frames.slice(at + 6),
-      } as unknown as KernelMessage.IMessage;
-    } catch {
-      return undefined;
+      const { header, parent_header, metadata, content, buffers } = decode(frames, this.signer);
+      return { channel, header, parent_header, metadata, content, buffers } as unknown as KernelMessage.IMessage;
+    } catch (error) {
+      if (error instanceof WireError) return undefined;
+      throw error;
     }
-  }
-
-  private sign(parts: Buffer[]): string {
-    if (this.key.length === 0) return "";
-    const hmac = createHmac("sha256", this.key);
-    for (const part of parts) hmac.update(part);
-    return hmac.digest("hex");
   }
 }
 
