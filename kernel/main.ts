@@ -1,4 +1,5 @@
 import { UsageError } from "./errors.js";
+import { exitWhenParentDies } from "./parent-watch.js";
 import type { MagicRunner } from "./magics/schema.js";
 import { readConnectionFile } from "./protocol/connection.js";
 import { KernelSockets } from "./protocol/sockets.js";
@@ -40,6 +41,7 @@ export async function run(argv: string[]): Promise<number> {
     // Errors thrown later by a cell's callbacks belong to the notebook, not to the kernel.
     process.on("uncaughtException", (error) => process.stderr.write(`Uncaught ${error.stack ?? String(error)}\n`));
     process.on("unhandledRejection", (reason) => process.stderr.write(`Unhandled promise rejection: ${reason instanceof Error ? (reason.stack ?? reason.message) : String(reason)}\n`));
+    exitWhenParentDies();
     kernel.start();
   });
 }

@@ -74,7 +74,8 @@ export class KernelClient {
     const argv = options.argv ?? [process.execPath, join(ROOT, "bin", "tunelab.js"), "kernel"];
     this.child = spawn(argv[0], [...argv.slice(1), ...(options.connectionFlag ?? []), connectionFile], {
       cwd: options.cwd ?? dir,
-      env: options.env ?? process.env,
+      // JPY_PARENT_PID: a kernel left behind by a crashed test run exits by itself.
+      env: { ...(options.env ?? process.env), JPY_PARENT_PID: String(process.pid) },
       stdio: ["ignore", "pipe", "pipe"],
       detached: true,
     });
