@@ -1,5 +1,6 @@
-import { html } from "../display/bundle.js";
-import { figure } from "../display/figure.js";
+import { Bundle, html } from "../display/bundle.js";
+import { figure, PLOTLY_MIME, type Figure } from "../display/figure.js";
+import { DISPLAY } from "../display/mime.js";
 import { escapeHtml, formatDuration, formatNumber } from "../display/format.js";
 import { LiveDisplay } from "../display/live.js";
 import type { FigureSpec } from "../display/plotly-types.js";
@@ -139,8 +140,9 @@ export class TuneView {
   private render(final: boolean) {
     const lines = [this.headerText, this.warning, this.status].filter(Boolean);
     let curve = "";
+    let fig: Figure | undefined;
     if (this.history.length > 0) {
-      const fig = figure(lossFigure(this.history, this.valHistory, this.params.iters));
+      fig = figure(lossFigure(this.history, this.valHistory, this.params.iters));
       curve = (final ? fig : fig.light()).toHTML();
     }
     const htmlText =
@@ -149,7 +151,12 @@ export class TuneView {
       (this.warning ? `<div style="color:#b45309;font-weight:600">${escapeHtml(this.warning)}</div>` : "") +
       curve +
       `<div style="font-family:monospace">${escapeHtml(this.status)}</div></div>`;
-    return html(htmlText, lines.join("\n"));
+    const shown = html(htmlText, lines.join("\n"));
+    if (!final || !fig) return shown;
+    // The saved output also carries the curve as Plotly JSON and as a static SVG, so that viewers
+    // that show no HTML (GitHub, nbviewer, a Plotly renderer extension) still show the loss curve.
+    const curveBundle = fig[DISPLAY]().data;
+    return new Bundle({ ...shown.data, [PLOTLY_MIME]: curveBundle[PLOTLY_MIME], "image/svg+xml": curveBundle["image/svg+xml"] });
   }
 }
 

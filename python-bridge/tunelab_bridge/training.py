@@ -248,16 +248,42 @@ def _check_resume_matches(run: RunDir, config: TuneConfig) -> None:
         raise BridgeError("bad_config", f"--resume must use the settings the run started with ({detail}); pass the same flags or start a new run.")
 
 
+def optimisations_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """TuneResult.optimisations: each fast-path optimisation, whether it ran and, if not, why."""
+
+    def decision(key: str) -> dict[str, Any]:
+        d = summary.get(key, {})
+        used = bool(d.get("used"))
+        return {"used": used, "reason": None if used else (d.get("reason") or None), "detail": d.get("reason") if used else None}
+
+    stats = summary.get("prefix_cache", {}).get("stats") or {}
+    prefix = decision("prefix_cache")
+    prefix.update({
+        "frozen_blocks": int(summary.get("prefix_cache", {}).get("frozen_blocks", 0)),
+        "cached_rows": int(stats.get("cached", 0)),
+        "rows": int(stats.get("examples", 0)),
+        "skipped_over_budget": int(stats.get("skipped_over_budget", 0)),
+        "bytes": int(stats.get("bytes", 0)),
+        "seconds": round(float(stats.get("seconds", 0.0)), 3),
+    })
+    return {
+        "prefix_cache": prefix,
+        "loss_head": decision("loss_head"),
+        "tail_queries": decision("tail_queries"),
+        "compiled": decision("compile"),
+        "bucketing": decision("trim_padding"),
+    }
+
+
 def tune(loaded: Any, adapters: Any, params: Mapping[str, Any], ctx: TuneContext) -> dict[str, Any]:
     """Train a LoRA adapter on `loaded` (a models.LoadedModel); the TuneResult of the protocol."""
     import mlx.core as mx
     import mlx.optimizers as optim
-    import mlx.nn as nn
     from mlx.utils import tree_flatten
     from mlx_lm.tuner.utils import linear_to_lora_layers
     from mlx_lm.utils import get_total_parameters
 
-    from .forward import make_loss
+    from . import fast
 
     started = time.perf_counter()
     config = TuneConfig.from_params(params)
@@ -274,6 +300,7 @@ def tune(loaded: Any, adapters: Any, params: Mapping[str, Any], ctx: TuneContext
     train_examples = datasets.load_examples(train_text.source, train_text.text, tokenizer, mask_prompt=config.mask_prompt, repeat=config.repeat)
     train_batches = datasets.Batches(train_examples, config.batch_size, config.max_seq_length, config.seed)
     valid_batches: list[tuple[Any, Any]] = []
+    valid_examples: list[Any] = []
     if valid_text is not None:
         valid_examples = datasets.load_examples(valid_text.source, valid_text.text, tokenizer, mask_prompt=config.mask_prompt)
         size = min(config.batch_size, len(valid_examples))
@@ -301,8 +328,17 @@ def tune(loaded: Any, adapters: Any, params: Mapping[str, Any], ctx: TuneContext
     trainable = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
     total = get_total_parameters(model)
     optimizer = optim.Adam(learning_rate=config.lr)
-    loss_fn = make_loss(model, config.layers)
-    loss_and_grad = nn.value_and_grad(model, loss_fn)
+    fast_loss = fast.FastLossFn(model, fast.plan(model, fast.FastOptions(
+        prefix_cache=config.prefix_cache,
+        prefix_cache_mb=fast.DEFAULT_PREFIX_CACHE_MB if config.prefix_cache_mb is None else config.prefix_cache_mb)))
+    # The cache holds exactly the token rows the batches will carry (cut to max_seq_length), so a
+    # resumed run rebuilds the same activations and replays the same losses.
+    rows = [tokens[: config.max_seq_length] for tokens, _ in train_examples + valid_examples]
+    fast_loss.precompute(
+        rows,
+        progress=lambda done, total: ctx.emit("phase", {"name": "preparing", "detail": f"caching frozen blocks {done}/{total} examples"}))
+    loss_and_grad = fast_loss.value_and_grad
+    loss_fn = fast_loss.loss_fn
     checkpoints = Checkpoints(run)
 
     start_step = 0
@@ -424,7 +460,7 @@ def tune(loaded: Any, adapters: Any, params: Mapping[str, Any], ctx: TuneContext
         "evals": evals,
         "model": loaded.info,
         "blas": ctx.blas,
-        "optimisations": {"prefix_cache": False, "loss_split": loss_fn.__name__ == "split_loss", "compiled": False},
+        "optimisations": optimisations_summary(fast_loss.summary()),
         "resumed_from": resume_step,
     }
     atomic_write_json(run.result, result)

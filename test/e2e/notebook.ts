@@ -1,4 +1,6 @@
 import { delimiter } from "node:path";
+import { expect } from "vitest";
+import type { CodeCell, Notebook } from "../../kernel/runner/notebook.js";
 import { codeCell, markdownCell, pythonKernelPath, tunelabKernelPath, writeTestNotebook } from "../runner/fixtures.js";
 
 /** JUPYTER_PATH with the tunelab kernelspec (and ipykernel's, for comparisons). */
@@ -18,4 +20,19 @@ export function figureNotebook(dir: string, name = "figure.ipynb"): string {
     ),
     codeCell('table([{ run: "identity", iters: steps, "final loss": loss[steps - 1] }, { run: "baseline", iters: 0, "final loss": loss[0] }])'),
   ]);
+}
+
+const PLOTLY = "application/vnd.plotly.v1+json";
+
+/** Figures must render without a browser and without plotly (GitHub, nbviewer): a static SVG rides along. */
+export function expectStaticFigures(notebook: Notebook): void {
+  for (const cell of notebook.cells.filter((c): c is CodeCell => c.cell_type === "code")) {
+    for (const o of cell.outputs) {
+      if (o.output_type !== "display_data" && o.output_type !== "execute_result") continue;
+      const html = [o.data["text/html"] ?? ""].flat().join("");
+      if (o.data[PLOTLY] || html.includes("tunelab-figure")) {
+        expect(Object.keys(o.data), `a figure in cell ${cell.execution_count}`).toEqual(expect.arrayContaining(["image/svg+xml", "text/html"]));
+      }
+    }
+  }
 }
