@@ -27,6 +27,12 @@ from .cache import atomic_write_text, cache_dir, read_json
 ENV_CHOICE = "TUNELAB_BLAS"
 GFORTRAN = "libgfortran.so.5"
 _SGEMM_SIZE = 1024
+# One BLAS thread unless the user chose otherwise: a LoRA step's matmuls are small (tens of rows),
+# so a second thread gains at most ~20% on an idle 2-core machine, while OpenBLAS's spinning
+# threads make each step 1.5-5x slower as soon as anything else (the kernel, another notebook)
+# wants a core.
+THREADS_ENV = "OPENBLAS_NUM_THREADS"
+DEFAULT_THREADS = "1"
 _MEASUREMENTS = "blas.json"
 
 
@@ -66,9 +72,18 @@ def ensure_optimised_blas() -> None:
     if not sys.platform.startswith("linux") or os.environ.get(ENV_CHOICE) == "reference":
         return
     library = openblas_library()
-    if library is None or _preloaded(library) or not gfortran_loadable():
+    if library is None or not gfortran_loadable():
+        return
+    if _preloaded(library):
+        if THREADS_ENV not in os.environ:
+            # Preloaded by someone else without a thread count: OpenBLAS already started its threads.
+            try:
+                ctypes.CDLL(str(library)).openblas_set_num_threads(int(DEFAULT_THREADS))
+            except (AttributeError, OSError):
+                pass
         return
     env = dict(os.environ)
+    env.setdefault(THREADS_ENV, DEFAULT_THREADS)
     env["LD_PRELOAD"] = " ".join(filter(None, [str(library), env.get("LD_PRELOAD", "")]))
     # sys.executable, not the typed argv[0]: a bare `python` resolved through PATH could lose the venv.
     argv = [sys.executable, *getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:]]
@@ -198,7 +213,15 @@ def blas_report() -> dict[str, Any]:
             f"to fix it, {_fix_for_reference()}."
         )
     gflops = _cached_gflops(path) if path else None
-    return {"name": name, "path": path, "gflops": gflops, "reference": reference, "warning": warning}
+    return {"name": name, "path": path, "gflops": gflops, "reference": reference, "warning": warning, "threads": _threads(path) if path else None}
+
+
+def _threads(path: str) -> int | None:
+    """OpenBLAS's thread count in this process (None for a BLAS that has no such setting)."""
+    try:
+        return int(ctypes.CDLL(path).openblas_get_num_threads())
+    except (AttributeError, OSError):
+        return None
 
 
 def _main(argv: list[str]) -> int:
