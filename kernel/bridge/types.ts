@@ -69,6 +69,8 @@ export interface TuneParams {
   steps_per_report: number;
   steps_per_eval: number | null;
   prefix_cache: boolean;
+  /** Memory budget of the frozen-prefix cache; null: the bridge's default (1024 MB). */
+  prefix_cache_mb?: number | null;
 }
 
 export interface ProgressEvent {
@@ -115,7 +117,8 @@ export interface TuneResult {
   evals: EvalPair[];
   model: ModelInfo;
   blas: BlasInfo;
-  optimisations: Record<string, unknown>;
+  /** Which speed-ups the run used; each one is switched off, with the reason, where it would not be exact. */
+  optimisations: Partial<Record<"prefix_cache" | "loss_head" | "tail_queries" | "compiled" | "bucketing", Optimisation>>;
 }
 
 export interface GenerateParams {
@@ -159,4 +162,11 @@ export interface AdapterList {
   runs: RunInfo[];
   loaded: string[];
   active: string | null;
+}
+
+export interface Optimisation {
+  used: boolean;
+  /** Why it was switched off; null when used. */
+  reason: string | null;
+  detail: string | null;
 }

@@ -180,6 +180,10 @@ export function summaryTable(o: TuneOutcome) {
     ["peak memory", `${formatNumber(o.peak_memory_gb)} GB`],
     ["BLAS", o.blas ? `${o.blas.name}${o.blas.gflops ? ` (${formatNumber(o.blas.gflops)} GFLOP/s)` : ""}` : ""],
     ["adapter", o.adapter_path ?? "(none saved)"],
+    ...Object.entries(o.optimisations ?? {}).map(([name, opt]): [string, unknown] => [
+      name.replace(/_/g, " "),
+      opt ? (opt.used ? `used${opt.detail ? ` (${opt.detail})` : ""}` : `off: ${opt.reason ?? "not applicable"}`) : "",
+    ]),
   ];
   return table(
     rows.map(([metric, value]) => ({ metric, value: typeof value === "number" ? formatNumber(value) : value })),

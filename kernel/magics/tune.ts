@@ -48,6 +48,7 @@ const flags = {
   eval: flag.repeated({ help: "a prompt answered before and after training, shown side by side (repeatable)", metavar: "PROMPT" }),
   evalMaxTokens: flag.int({ help: "tokens generated for each --eval answer", default: 40, min: 1 }),
   noPrefixCache: flag.boolean({ help: "turn off the frozen-prefix cache (train exactly like mlx-lm)" }),
+  prefixCacheMb: flag.int({ help: "memory budget of the frozen-prefix cache in MB; examples that do not fit are computed at every step (default 1024)", min: 0, metavar: "MB" }),
 };
 
 export const tuneMagic = defineMagic({
@@ -99,6 +100,7 @@ export const tuneMagic = defineMagic({
       steps_per_report: 1,
       steps_per_eval: data.valid ? Math.max(1, Math.round(args.iters / 10)) : null,
       prefix_cache: !args.noPrefixCache,
+      prefix_cache_mb: args.prefixCacheMb ?? null,
     };
     return runTune(bridgeFor(ctx), params, ctx);
   },

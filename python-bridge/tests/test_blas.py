@@ -98,10 +98,10 @@ def test_human_report_names_the_library(tmp_path: Path) -> None:
     assert "BLAS: OpenBLAS" in done.stdout and "GFLOP/s" in done.stdout and "warning" not in done.stdout
 
 
-def test_one_blas_thread_unless_the_user_sets_it(tmp_path: Path) -> None:
-    chosen = _run(["-m", "tunelab_bridge.blas", "--json"], _child_env(tmp_path, OPENBLAS_NUM_THREADS="2"))
+def test_one_blas_thread_per_core_unless_the_user_sets_it(tmp_path: Path) -> None:
+    chosen = _run(["-m", "tunelab_bridge.blas", "--json"], _child_env(tmp_path, OPENBLAS_NUM_THREADS="1"))
     env = _child_env(tmp_path)
     env.pop("OPENBLAS_NUM_THREADS", None)
     default = _run(["-m", "tunelab_bridge.blas", "--json"], env)
-    assert default["threads"] == 1, default
-    assert chosen["threads"] == 2, chosen
+    assert default["threads"] == (os.cpu_count() or 1), default
+    assert chosen["threads"] == 1, chosen
