@@ -1,11 +1,13 @@
 """The fast %tune path: the same losses and adapter weights as mlx-lm's step, with less work.
 
 - prefix_cache.py   the frozen blocks' output, computed once per example (exact: keyed by tokens)
-- loss_head.py      final norm + vocabulary logits only where the loss counts (one softmax pass)
+- loss_head.py      final norm + vocabulary logits only where the loss counts (one softmax pass,
+                    in NumPy: MLX's CPU exp is scalar)
 - anatomy.py        where a model's forward splits (embedding, blocks, norm, head), and the last
                     block run from the first loss position on (tail queries)
 - bucketing.py      batches cut to their longest row, shapes bucketed for compiled traces
-- compiled_step.py  mx.compile of the loss and gradient
+- compiled_step.py  mx.compile of the model's part of the step (opt-in: FastOptions.compile;
+                    the uncompiled step with the host-side softmax measured faster on CPU)
 - applicability.py  which of these are exact for this model and LoRA set-up (and why not)
 - loss.py           FastLossFn: the drop-in for `nn.value_and_grad(model, default_loss)`
 

@@ -14,7 +14,7 @@ from mlx_lm.tuner.trainer import default_loss
 from .applicability import FastPlan
 from .bucketing import layout
 from .compiled_step import compiled_loss, compiled_value_and_grad
-from .loss_head import loss_at_positions
+from .loss_head import logits_at_positions, masked_cross_entropy
 from .prefix_cache import PrefixCache, PrefixCacheStats, ProgressCallback
 
 Grads = dict
@@ -36,18 +36,24 @@ class FastLossFn:
         tail = fast_plan.tail_queries.applies
         last = fast_plan.num_blocks - 1
 
-        def loss(inputs: mx.array, positions: mx.array, targets: mx.array, weights: mx.array, ntoks: mx.array, tail_start: int = 0) -> mx.array:
+        def logits(inputs: mx.array, positions: mx.array, tail_start: int = 0) -> mx.array:
             h = inputs if cached else anatomy.embed_tokens(inputs)
             if tail:
                 h = anatomy.run_last_block_from(anatomy.run_blocks(h, start, last), tail_start)
             else:
                 h = anatomy.run_blocks(h, start)
-            return loss_at_positions(anatomy, h, positions, targets, weights, ntoks)
+            return logits_at_positions(anatomy, h, positions)
+
+        def loss(inputs: mx.array, positions: mx.array, targets: mx.array, weights: mx.array, ntoks: mx.array, tail_start: int = 0) -> mx.array:
+            return masked_cross_entropy(logits(inputs, positions, tail_start), targets, weights, ntoks)
 
         self._loss = loss
         if fast_plan.compile.applies:
-            self._value_and_grad = compiled_value_and_grad(model, loss)
-            self._loss_only = compiled_loss(model, loss)
+            # Arguments are reordered so the model's part (compiled) takes the first three.
+            vg = compiled_value_and_grad(model, logits, masked_cross_entropy, 3)
+            only = compiled_loss(model, logits, masked_cross_entropy, 3)
+            self._value_and_grad = lambda inputs, positions, targets, weights, ntoks, tail_start=0: vg(inputs, positions, tail_start, targets, weights, ntoks)
+            self._loss_only = lambda inputs, positions, targets, weights, ntoks, tail_start=0: only(inputs, positions, tail_start, targets, weights, ntoks)
         else:
             self._value_and_grad = nn.value_and_grad(model, loss)
             self._loss_only = loss
