@@ -14,6 +14,7 @@ import { bridgeEnv } from "../../kernel/bridge/local.js";
 import { BRIDGE_PYTHON, CACHE_DIR, PACKAGE_ROOT } from "../../kernel/paths.js";
 import { LocalKernel } from "../../kernel/runner/local-kernel.js";
 import { bundledKernelSpec } from "../../kernel/runner/kernelspec.js";
+import { textOf } from "../kernel-output.js";
 
 const HERE = join(PACKAGE_ROOT, "bench", "fast-tune");
 const MODEL = join(CACHE_DIR, "models", "SmolLM2-135M-Instruct");
@@ -104,10 +105,6 @@ function skipped(label: string, detail: string, reason: string): Row {
   return { label, detail, steps: 0, secondsPerStep: NaN, trainSeconds: NaN, identity: null, answer: "", note: "", skipped: reason };
 }
 
-function textOf(message: KernelMessage.IIOPubMessage): string {
-  const content = message.content as { data?: Record<string, unknown>; text?: string };
-  return String(content.data?.["text/plain"] ?? content.text ?? "");
-}
 
 interface KernelOutcome {
   steps: number;

@@ -15,6 +15,7 @@ import { bridgeEnv } from "../../kernel/bridge/local.js";
 import { BRIDGE_PYTHON, CACHE_DIR, PACKAGE_ROOT } from "../../kernel/paths.js";
 import { LocalKernel } from "../../kernel/runner/local-kernel.js";
 import { bundledKernelSpec } from "../../kernel/runner/kernelspec.js";
+import { textOf } from "../kernel-output.js";
 
 const MODEL = join(CACHE_DIR, "models", "SmolLM2-135M-Instruct");
 const SOURCE_DATA = join(PACKAGE_ROOT, "data", "identity.jsonl");
@@ -55,10 +56,6 @@ async function plainMlxLm(): Promise<PlainResult> {
   return JSON.parse(line.slice("RESULT ".length)) as PlainResult;
 }
 
-function textOf(message: KernelMessage.IIOPubMessage): string {
-  const content = message.content as { data?: Record<string, unknown>; text?: string };
-  return String(content.data?.["text/plain"] ?? content.text ?? "");
-}
 
 interface KernelTune {
   firstStepS: number;

@@ -1,7 +1,7 @@
 """LoRA fine-tuning on mlx-lm's public pieces, with the per-step control a notebook needs.
 
 mlx-lm's `train` has no cancel hook, no gradient clipping and no NaN stop, so the step loop is
-ours: one small `train_step` over explicit state (model, optimizer), the loss from `forward`,
+ours: one small `train_step` over explicit state (model, optimizer), the loss from `fast.FastLossFn` (which runs the full forward where a shortcut would not be exact),
 reporting through `Reporter` (events + metrics.jsonl), checkpoints that let `resume` replay the
 exact loss trajectory (batches are a function of seed and step; see `data.Batches`).
 """
