@@ -3,6 +3,7 @@ trains exactly like mlx-lm's own step."""
 
 from __future__ import annotations
 
+import mlx.core as mx
 import numpy as np
 from mlx_lm.tuner.lora import LoRALinear
 
@@ -95,3 +96,26 @@ def test_layout_counts_only_loss_positions() -> None:
     assert list(exact.positions[:7]) == list(range(0, 7)) and exact.positions[7] == 29 + 11
     full = layout(batch, lengths, trim=False, loss_positions_only=False)
     assert full.width == 32 and full.weights.sum() == 13 and len(full.positions) == 64
+
+
+def test_host_activations_need_the_cpu_and_an_untraced_step() -> None:
+    model = prepare(6, 2)
+    assert fast.plan(model).host_activations.applies
+    compiled = fast.plan(model, fast.FastOptions(compile=True)).host_activations
+    assert not compiled.applies and "traced" in compiled.reason
+    switched_off = fast.plan(model, fast.FastOptions(host_activations=False)).host_activations
+    assert not switched_off.applies and switched_off.reason
+
+
+def test_host_swiglu_matches_mlx_lm_values_and_gradients() -> None:
+    from mlx_lm.models.activations import swiglu
+
+    from tunelab_bridge.fast.host_ops import swiglu as host_swiglu
+
+    gate = mx.random.normal((2, 7, 48)) * 4
+    up = mx.random.normal((2, 7, 48))
+    cotangent = mx.random.normal((2, 7, 48))
+    reference = mx.vjp(lambda g, u: swiglu(g, u), [gate, up], [cotangent])
+    candidate = mx.vjp(lambda g, u: host_swiglu(g, u), [gate, up], [cotangent])
+    for ref, got in zip([*reference[0], *reference[1]], [*candidate[0], *candidate[1]]):
+        np.testing.assert_allclose(np.array(got), np.array(ref), rtol=1e-5, atol=1e-6)

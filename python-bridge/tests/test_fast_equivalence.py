@@ -13,12 +13,13 @@ from tunelab_bridge import fast
 
 STEPS = 20
 ALL_ON = fast.FastOptions(compile=True)  # compile is opt-in; the default is every other one
-NONE = dict(prefix_cache=False, loss_head=False, tail_queries=False, trim_padding=False, compile=False)
+NONE = dict(prefix_cache=False, loss_head=False, tail_queries=False, trim_padding=False, host_activations=False, compile=False)
 EACH_ALONE = {
     "prefix-cache": fast.FastOptions(**{**NONE, "prefix_cache": True}),
     "loss-head": fast.FastOptions(**{**NONE, "loss_head": True}),
     "tail-queries": fast.FastOptions(**{**NONE, "loss_head": True, "tail_queries": True}),
     "trim-padding": fast.FastOptions(**{**NONE, "trim_padding": True}),
+    "host-activations": fast.FastOptions(**{**NONE, "host_activations": True}),
     "compile": fast.FastOptions(**{**NONE, "compile": True}),
     "all-but-compile": fast.FastOptions(compile=False),
     "default": fast.FastOptions(),
@@ -62,6 +63,8 @@ def test_each_optimisation_alone_and_together(name: str) -> None:
     assert plan.tail_queries.applies == wanted.tail_queries
     assert plan.trim_padding.applies == wanted.trim_padding
     assert plan.compile.applies == wanted.compile
+    # Host activations need the uncompiled step (a host computation cannot be traced).
+    assert plan.host_activations.applies == (wanted.host_activations and not wanted.compile)
 
 
 @pytest.mark.parametrize(

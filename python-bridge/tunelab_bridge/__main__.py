@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     _choose_blas()
+    from .allocator import keep_freed_memory
+
+    keep_freed_memory()
     from .protocol import BridgeError
     from .server import ServeOptions, Server
     from .service import Service

@@ -20,51 +20,81 @@ import mlx.nn as nn
 PLAIN_CHAIN_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 
+Activation = Callable[[mx.array, mx.array], mx.array]
+
+
 @dataclass
 class Anatomy:
     embed: nn.Module
     blocks: List[nn.Module]
     norm: nn.Module
     head: Callable[[mx.array], mx.array]
+    # SwiGLU for the blocks the fast path runs through `run_block`'s mirror of the llama block
+    # (None: mlx-lm's own). host_ops.swiglu is the same function computed with NumPy.
+    swiglu: Optional[Activation] = None
 
     def embed_tokens(self, tokens: mx.array) -> mx.array:
         return self.embed(tokens)
 
     def run_blocks(self, h: mx.array, start: int, stop: Optional[int] = None) -> mx.array:
-        mask = "causal" if h.shape[1] > 1 else None
         for block in self.blocks[start:stop]:
-            h = block(h, mask, cache=None)
+            h = self.run_block(block, h)
         return h
 
     def logits(self, h: mx.array) -> mx.array:
         return self.head(self.norm(h))
 
-    def tail_queries_supported(self) -> bool:
-        """Whether the last block can be run for the later positions only (its code is known)."""
+    def mirrors(self, block: nn.Module) -> bool:
+        """Whether `run_block` can run this block through its own copy of the block's code."""
         from mlx_lm.models import llama
 
-        last = self.blocks[-1]
-        return type(last) is llama.TransformerBlock and type(last.self_attn) is llama.Attention
+        return type(block) is llama.TransformerBlock and type(block.self_attn) is llama.Attention and type(block.mlp) is llama.MLP
+
+    def tail_queries_supported(self) -> bool:
+        """Whether the last block can be run for the later positions only (its code is known)."""
+        return self.mirrors(self.blocks[-1])
 
     def run_last_block_from(self, h: mx.array, start: int) -> mx.array:
-        """The last block's output at positions start.. only: every position still supplies keys
-        and values, but queries, the output projection and the MLP run only where the loss can
-        look. Same arithmetic as `llama.TransformerBlock` restricted to those rows."""
-        block = self.blocks[-1]
-        attn = block.self_attn
+        return self.run_block(self.blocks[-1], h, start)
+
+    def run_block(self, block: nn.Module, h: mx.array, start: int = 0) -> mx.array:
+        """The block's output at positions start.. (all of them by default).
+
+        For llama blocks this is the same arithmetic as `llama.TransformerBlock.__call__`, written
+        out so that (a) from `start` > 0 only the positions the loss can look at run queries,
+        the output projection and the MLP, while every position still supplies keys and values,
+        and (b) the SwiGLU can be swapped for an exact equivalent that is faster on this device.
+        Other blocks are called as they are (start must then be 0)."""
         batch, length, _ = h.shape
+        if not self.mirrors(block):
+            assert start == 0, "only mirrored blocks run from a later position"
+            return block(h, "causal" if length > 1 else None, cache=None)
+        attn = block.self_attn
         span = length - start
         normed = block.input_layernorm(h)
-        queries = attn.q_proj(normed[:, start:]).reshape(batch, span, attn.n_heads, -1).transpose(0, 2, 1, 3)
+        queries = attn.q_proj(normed[:, start:] if start else normed).reshape(batch, span, attn.n_heads, -1).transpose(0, 2, 1, 3)
         keys = attn.k_proj(normed).reshape(batch, length, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
         values = attn.v_proj(normed).reshape(batch, length, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
         queries = attn.rope(queries, offset=start)
         keys = attn.rope(keys)
-        mask = mx.arange(start, length)[:, None] >= mx.arange(length)[None, :]
+        if start:
+            mask = mx.arange(start, length)[:, None] >= mx.arange(length)[None, :]
+        else:
+            mask = "causal" if length > 1 else None
         out = mx.fast.scaled_dot_product_attention(queries, keys, values, scale=attn.scale, mask=mask)
         out = out.transpose(0, 2, 1, 3).reshape(batch, span, -1)
-        tail = h[:, start:] + attn.o_proj(out)
-        return tail + block.mlp(block.post_attention_layernorm(tail))
+        hidden = (h[:, start:] if start else h) + attn.o_proj(out)
+        mlp = block.mlp
+        normed = block.post_attention_layernorm(hidden)
+        gate, up = mlp.gate_proj(normed), mlp.up_proj(normed)
+        activated = self.swiglu(gate, up) if self.swiglu is not None else _mlx_lm_swiglu(gate, up)
+        return hidden + mlp.down_proj(activated)
+
+
+def _mlx_lm_swiglu(gate: mx.array, up: mx.array) -> mx.array:
+    from mlx_lm.models.activations import swiglu
+
+    return swiglu(gate, up)
 
 
 def recognise(model: nn.Module) -> tuple[Optional[Anatomy], str]:

@@ -13,6 +13,7 @@ from mlx_lm.tuner.trainer import default_loss
 
 from .applicability import FastPlan
 from .bucketing import layout
+from .host_ops import swiglu as host_swiglu
 from .compiled_step import compiled_loss, compiled_value_and_grad
 from .loss_head import logits_at_positions, masked_cross_entropy
 from .prefix_cache import PrefixCache, PrefixCacheStats, ProgressCallback
@@ -29,6 +30,8 @@ class FastLossFn:
         if anatomy is None:
             self._value_and_grad = nn.value_and_grad(model, default_loss)
             return
+        if fast_plan.host_activations.applies:
+            anatomy.swiglu = host_swiglu
         if fast_plan.prefix_cache.applies:
             self.cache = PrefixCache(anatomy, fast_plan.first_adapted_block, fast_plan.prefix_cache_bytes)
         start = fast_plan.first_adapted_block if self.cache is not None else 0
