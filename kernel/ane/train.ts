@@ -1,22 +1,16 @@
 import { join } from "node:path";
 import { InterruptedError, UserFacingError } from "../errors.js";
 import { ChildGoneError } from "../rpc/client.js";
-import type { BackendName } from "./addon.js";
 import type { AneWorker } from "./client.js";
 import { readCheckpoint } from "./checkpoint.js";
 import { KERNELS_PER_UPDATE, SHAPES, type TrainJobParams, type TrainJobResult } from "./train-job.js";
 
-export interface TrainOptions {
-  steps: number;
-  accum: number;
-  lr: number;
-  backend: BackendName;
-  compileBudget: number;
-  seed: number;
+/** What one training job in a worker takes, less what the restart loop decides itself. */
+export type TrainOptions = Omit<TrainJobParams, "checkpoint" | "resume"> & {
   /** Where checkpoint.json goes. */
   runDir: string;
   resume?: boolean;
-}
+};
 
 export interface TrainPoint {
   step: number;

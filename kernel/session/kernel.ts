@@ -33,6 +33,8 @@ export interface KernelOptions {
 type CellResult = { ok: true; value: unknown; hasValue: boolean } | { ok: false; failure: Failure };
 
 const require = createRequire(import.meta.url);
+/** How long an interrupted cell waits for the magics it started to stop (a %tune step is < 1 s). */
+const MAGIC_SETTLE_MS = 15_000;
 const VERSIONS = (() => {
   const read = (path: string) => (JSON.parse(readFileSync(path, "utf8")) as { version: string }).version;
   return {
@@ -49,6 +51,8 @@ export class Kernel {
   private readonly queue: Message[] = [];
   private pumping = false;
   private aborting = false;
+  /** `tunelab.magic(...)` calls not yet finished (see settleMagics). */
+  private readonly magicsInFlight = new Set<Promise<unknown>>();
   private executionCount = 0;
   private services = new Services();
   private readonly history = new History();
@@ -284,7 +288,10 @@ export class Kernel {
     for (const segment of segments) {
       if (segment.kind === "code") {
         const outcome = await this.options.cells.run(segment.code, segment.startLine);
-        if (!outcome.ok) return { ok: false, failure: describeFailure(outcome.error, code, outcome.line) };
+        if (!outcome.ok) {
+          await this.settleMagics();
+          return { ok: false, failure: describeFailure(outcome.error, code, outcome.line) };
+        }
         last = outcome;
         continue;
       }
@@ -314,6 +321,30 @@ export class Kernel {
 
   /** `await tunelab.magic("%name args")` from a cell: outputs land in the current cell. */
   private async runMagicLine(line: string): Promise<unknown> {
+    const run = this.runMagicSegments(line);
+    this.magicsInFlight.add(run);
+    try {
+      return await run;
+    } finally {
+      this.magicsInFlight.delete(run);
+    }
+  }
+
+  /**
+   * An interrupt ends the cell's pending await at once, but a magic the cell started through
+   * `tunelab.magic` gets the same abort and needs a moment to stop (the bridge cancels at the
+   * next step, then the live display says where it stopped): wait for it, so that its last
+   * output lands in this cell rather than nowhere.
+   */
+  private async settleMagics(): Promise<void> {
+    if (this.magicsInFlight.size === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise((resolve) => (timer = setTimeout(resolve, MAGIC_SETTLE_MS)));
+    await Promise.race([Promise.allSettled([...this.magicsInFlight]), deadline]);
+    clearTimeout(timer);
+  }
+
+  private async runMagicSegments(line: string): Promise<unknown> {
     const runner = await this.runner();
     const segments = runner.parseCell(line).filter((s): s is Exclude<CellSegment, { kind: "code" }> => s.kind !== "code");
     if (segments.length === 0) {

@@ -79,6 +79,19 @@ describe.skipIf(!bridgeInstalled)("the magics through the kernel, over the Jupyt
     expect(gen.map(plain).join("\n")).toMatch(/tokens\/s/);
   });
 
+  it("an interrupted tunelab.magic(%tune) from TypeScript still says where training stopped, in its cell", async () => {
+    const msgId = await kernel.startExecute(
+      `const run = await tunelab.magic("%tune --model ${model} --data data/identity.jsonl --iters 100000 --layers 2 --name wire-ts-stop");`,
+    );
+    await kernel.waitFor(() => kernel.iopubSoFar(msgId).some((m) => /step \d+\/100000/.test(plain(m))), 240_000, "training progress");
+    kernel.interrupt();
+    const iopub = await kernel.iopubFor(msgId, 120_000);
+    const texts = iopub.filter((m) => m.header.msg_type === "update_display_data").map(plain);
+    expect(texts[texts.length - 1]).toMatch(/interrupted at step \d+/);
+    expect(iopub.some((m) => m.header.msg_type === "error")).toBe(true);
+    expect(existsSync(join(cwd, "runs", "wire-ts-stop", "adapters.safetensors"))).toBe(true);
+  });
+
   it("a bridge error is one sentence in the cell, and the kernel goes on", async () => {
     const { reply, iopub } = await kernel.execute(`%tune --model ${join(cwd, "missing-model")} --data data/identity.jsonl --iters 2`);
     expect(reply.content.status).toBe("error");
