@@ -144,6 +144,39 @@ const defaultModel: SetupStep = {
   },
 };
 
+const HOST_KERNELS_DIR = join(BRIDGE_SOURCE, "tunelab_bridge", "fast");
+const HOST_KERNELS_STAMP = join(CACHE_DIR, "host-kernels", ".tunelab-stamp");
+
+/** What the library is built from: its source and the module holding the compiler command. */
+function hostKernelsInputs(): string {
+  const files = [join(HOST_KERNELS_DIR, "csrc", "host_kernels.cpp"), join(HOST_KERNELS_DIR, "host_kernels.py")];
+  return [process.platform, process.arch, ...files.map((f) => readFileSync(f, "utf8"))].join("\n--\n");
+}
+
+/**
+ * The fused vocabulary-head kernel (C++, built with g++ into the cache). A bridge that finds it
+ * missing builds it on first use; building here keeps those seconds out of the first %tune.
+ */
+const hostKernels: SetupStep = {
+  name: "bridge host kernels (fused vocabulary head)",
+  async done() {
+    return process.platform !== "linux" || stampMatches(HOST_KERNELS_STAMP, hostKernelsInputs());
+  },
+  async run(log) {
+    const built = await runCommand(BRIDGE_PYTHON, ["-m", "tunelab_bridge.fast.host_kernels", "--build"], {
+      log,
+      env: { ...process.env, TUNELAB_CACHE: CACHE_DIR },
+      allowFailure: true,
+    });
+    if (built.code !== 0) {
+      // Not fatal: training runs without the fused head, and its summary row says why.
+      log("%tune will compute the vocabulary head with MLX until the host kernels build.");
+      return;
+    }
+    writeStamp(HOST_KERNELS_STAMP, hostKernelsInputs());
+  },
+};
+
 export function bridgeSteps(): SetupStep[] {
-  return [venv, gfortran, defaultModel];
+  return [venv, gfortran, hostKernels, defaultModel];
 }

@@ -119,3 +119,72 @@ def test_host_swiglu_matches_mlx_lm_values_and_gradients() -> None:
     candidate = mx.vjp(lambda g, u: host_swiglu(g, u), [gate, up], [cotangent])
     for ref, got in zip([*reference[0], *reference[1]], [*candidate[0], *candidate[1]]):
         np.testing.assert_allclose(np.array(got), np.array(ref), rtol=1e-5, atol=1e-6)
+
+
+def test_fused_head_is_used_by_default_on_the_cpu() -> None:
+    decision = fast.plan(prepare(6, 2)).fused_head
+    assert decision.applies and "one native pass" in decision.reason
+    assert not fast.plan(prepare(6, 2), fast.FastOptions(fused_head=False)).fused_head.applies
+    needs_head = fast.plan(prepare(6, 2), fast.FastOptions(loss_head=False)).fused_head
+    assert not needs_head.applies and "loss-position head" in needs_head.reason
+
+
+def test_fused_head_off_when_the_kernels_cannot_be_built(monkeypatch) -> None:
+    from tunelab_bridge.fast import host_kernels
+
+    why = "the host kernels could not be built: g++ not found; install g++ and run npm run setup"
+    monkeypatch.setattr(host_kernels, "load", lambda: (None, why))
+    reference, candidate, plan, loss_fn = run_pair(layers=2, batch_size=2, options=fast.FastOptions())
+    assert not plan.fused_head.applies and plan.fused_head.reason == why
+    assert plan.summary()["fused_head"] == {"used": False, "reason": why}
+    assert_same_training(reference, candidate)
+
+
+def test_fused_head_off_for_a_quantized_or_half_precision_head() -> None:
+    import mlx.nn as nn
+    from mlx_lm.models import llama
+
+    def model_with_hidden_64() -> nn.Module:
+        args = llama.ModelArgs(model_type="llama", hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4,
+                               num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=97, tie_word_embeddings=True)
+        model = llama.Model(args)
+        model.freeze()
+        return model
+
+    quantized = model_with_hidden_64()
+    nn.quantize(quantized, group_size=32, bits=4)
+    assert isinstance(quantized.model.embed_tokens, nn.QuantizedEmbedding)
+    decision = fast.plan(quantized).fused_head
+    assert not decision.applies and "quantized" in decision.reason
+
+    half = model_with_hidden_64()
+    half.set_dtype(mx.bfloat16)
+    decision = fast.plan(half).fused_head
+    assert not decision.applies and "bfloat16" in decision.reason and "float32" in decision.reason
+
+
+def test_fused_head_reads_an_untied_lm_head_and_stays_off_while_it_trains() -> None:
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+    from mlx_lm.models import llama
+    from mlx_lm.tuner.trainer import default_loss, iterate_batches
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    args = llama.ModelArgs(model_type="llama", hidden_size=48, num_hidden_layers=3, intermediate_size=96, num_attention_heads=4,
+                           num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=97, tie_word_embeddings=False)
+    mx.random.seed(3)
+    model = llama.Model(args)
+    model.freeze()
+    linear_to_lora_layers(model, 2, {"rank": 4, "scale": 10.0, "dropout": 0.0})
+    plan = fast.plan(model)
+    assert plan.anatomy.head_weight is model.lm_head.weight and plan.fused_head.applies
+    batch, lengths = next(iterate_batches(dataset(4), 2, 2048))
+    (loss, _), grads = fast.FastLossFn(model, plan).value_and_grad(model, batch, lengths)
+    (ref_loss, _), ref_grads = nn.value_and_grad(model, default_loss)(model, batch, lengths)
+    assert abs(loss.item() - ref_loss.item()) < 1e-5
+    for (key, got), (_, want) in zip(tree_flatten(grads), tree_flatten(ref_grads)):
+        np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-3, atol=1e-6 * float(mx.abs(want).max()) + 1e-9, err_msg=key)
+
+    model.lm_head.unfreeze()
+    trained = fast.plan(model).fused_head
+    assert not trained.applies and "trained" in trained.reason

@@ -13,13 +13,14 @@ from tunelab_bridge import fast
 
 STEPS = 20
 ALL_ON = fast.FastOptions(compile=True)  # compile is opt-in; the default is every other one
-NONE = dict(prefix_cache=False, loss_head=False, tail_queries=False, trim_padding=False, host_activations=False, compile=False)
+NONE = dict(prefix_cache=False, loss_head=False, tail_queries=False, trim_padding=False, host_activations=False, fused_head=False, compile=False)
 EACH_ALONE = {
     "prefix-cache": fast.FastOptions(**{**NONE, "prefix_cache": True}),
     "loss-head": fast.FastOptions(**{**NONE, "loss_head": True}),
     "tail-queries": fast.FastOptions(**{**NONE, "loss_head": True, "tail_queries": True}),
     "trim-padding": fast.FastOptions(**{**NONE, "trim_padding": True}),
     "host-activations": fast.FastOptions(**{**NONE, "host_activations": True}),
+    "fused-head": fast.FastOptions(**{**NONE, "loss_head": True, "fused_head": True}),
     "compile": fast.FastOptions(**{**NONE, "compile": True}),
     "all-but-compile": fast.FastOptions(compile=False),
     "default": fast.FastOptions(),
@@ -27,14 +28,14 @@ EACH_ALONE = {
 }
 
 
-def assert_same_training(reference, candidate) -> None:
+def assert_same_training(reference, candidate, weights_atol: float = 2e-5) -> None:
     ref_losses, ref_weights = reference
     losses, weights = candidate
     assert len(losses) == len(ref_losses) >= STEPS
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-4, atol=1e-5)
     assert ref_weights.keys() == weights.keys()
     for key in ref_weights:
-        np.testing.assert_allclose(np.array(weights[key]), np.array(ref_weights[key]), rtol=1e-3, atol=2e-5, err_msg=key)
+        np.testing.assert_allclose(np.array(weights[key]), np.array(ref_weights[key]), rtol=1e-3, atol=weights_atol, err_msg=key)
     # The run must actually have trained, or "equal" would prove nothing.
     assert ref_losses[-1] < ref_losses[0]
 
@@ -65,6 +66,8 @@ def test_each_optimisation_alone_and_together(name: str) -> None:
     assert plan.compile.applies == wanted.compile
     # Host activations need the uncompiled step (a host computation cannot be traced).
     assert plan.host_activations.applies == (wanted.host_activations and not wanted.compile)
+    # The fused head takes the loss-position rows (and, here, finds its kernel and a float32 head).
+    assert plan.fused_head.applies == (wanted.fused_head and wanted.loss_head), plan.fused_head.reason
 
 
 @pytest.mark.parametrize(
@@ -86,7 +89,10 @@ def test_truncation_to_max_seq_length() -> None:
 
 def test_budget_caches_what_fits_and_computes_the_rest() -> None:
     reference, candidate, plan, loss_fn = run_pair(layers=2, batch_size=1, options=fast.FastOptions(prefix_cache_mb=0.012))
-    assert_same_training(reference, candidate)
+    # One row per step makes Adam's steps here the most sensitive of these runs to float32
+    # rounding: even the unfused path ends ~2e-5 away on weights near zero (the fused head, whose
+    # sums run in another order, ~2.8e-5). 5e-5 is 5% of a single step at lr 1e-3.
+    assert_same_training(reference, candidate, weights_atol=5e-5)
     stats = loss_fn.cache.stats
     assert plan.prefix_cache.applies
     assert 0 < stats.cached < 9 and stats.skipped_over_budget > 0 and stats.misses > 0

@@ -306,6 +306,7 @@ def optimisations_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
         "compiled": decision("compile"),
         "bucketing": decision("trim_padding"),
         "host_activations": decision("host_activations"),
+        "fused_head": decision("fused_head"),
     }
 
 

@@ -3,6 +3,8 @@
 - prefix_cache.py   the frozen blocks' output, computed once per example (exact: keyed by tokens)
 - loss_head.py      final norm + vocabulary logits only where the loss counts (one softmax pass,
                     in NumPy: MLX's CPU exp is scalar)
+- fused_head.py     on CPUs with AVX-512, the head's logits, softmax and gradient in one native
+                    pass over the frozen head weight (host_kernels.py builds csrc/ with g++)
 - anatomy.py        where a model's forward splits (embedding, blocks, norm, head), and the last
                     block run from the first loss position on (tail queries)
 - bucketing.py      batches cut to their longest row, shapes bucketed for compiled traces

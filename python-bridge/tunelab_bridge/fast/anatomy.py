@@ -32,6 +32,9 @@ class Anatomy:
     # SwiGLU for the blocks the fast path runs through `run_block`'s mirror of the llama block
     # (None: mlx-lm's own). host_ops.swiglu is the same function computed with NumPy.
     swiglu: Optional[Activation] = None
+    # The head's dense (vocab, hidden) matrix, for kernels that take it directly; None where the
+    # head is not a plain matrix product (quantized, or with a bias).
+    head_weight: Optional[mx.array] = None
 
     def embed_tokens(self, tokens: mx.array) -> mx.array:
         return self.embed(tokens)
@@ -113,9 +116,19 @@ def recognise(model: nn.Module) -> tuple[Optional[Anatomy], str]:
         return None, "the model mixes sliding-window attention into its blocks"
     if getattr(getattr(model, "args", None), "tie_word_embeddings", False):
         head: Callable[[mx.array], mx.array] = lambda h: embed.as_linear(h)
+        head_module = embed
     elif getattr(model, "lm_head", None) is not None:
         lm_head = model.lm_head
         head = lambda h: lm_head(h)
+        head_module = lm_head
     else:
         return None, "the model has neither an lm_head nor tied embeddings"
-    return Anatomy(embed=embed, blocks=list(blocks), norm=norm, head=head), ""
+    return Anatomy(embed=embed, blocks=list(blocks), norm=norm, head=head, head_weight=_dense_weight(head_module)), ""
+
+
+def _dense_weight(module: nn.Module) -> Optional[mx.array]:
+    """The module's (out, in) weight when its output is exactly x @ weight.T, else None."""
+    if isinstance(module, (nn.QuantizedLinear, nn.QuantizedEmbedding)) or "scales" in module or "bias" in module:
+        return None
+    weight = module.get("weight")
+    return weight if isinstance(weight, mx.array) and weight.ndim == 2 else None

@@ -29,6 +29,7 @@ class FastOptions:
     tail_queries: bool = field(default=True, metadata={"help": "Run the last block only from the first loss position on (keys and values still from every position)."})
     trim_padding: bool = field(default=True, metadata={"help": "Cut each batch to its longest example instead of mlx-lm's 32-token padding."})
     host_activations: bool = field(default=True, metadata={"help": "On the CPU, compute the blocks' SwiGLU with NumPy (MLX's x86 CPU exp is scalar; same values)."})
+    fused_head: bool = field(default=True, metadata={"help": "On the CPU, compute the vocabulary logits, softmax and their gradient in one native pass over the frozen head weight (host_kernels.cpp) instead of two BLAS products."})
     compile: bool = field(default=False, metadata={"help": "mx.compile the model's part of the step (one trace per bucketed shape). Off by default: with the loss head's softmax on the host, only the blocks and logits can be traced, and that measured slower than the uncompiled step on CPU (0.14 vs 0.117 s/step, SmolLM2-135M, 2 cores)."})
 
 
@@ -53,10 +54,11 @@ class FastPlan:
     host_activations: Decision
     compile: Decision
     prefix_cache_bytes: int
+    fused_head: Decision = field(default_factory=lambda: Decision(False, "not planned"))
 
     @property
     def any(self) -> bool:
-        return any(d.applies for d in (self.prefix_cache, self.loss_head, self.tail_queries, self.trim_padding, self.host_activations, self.compile))
+        return any(d.applies for d in (self.prefix_cache, self.loss_head, self.tail_queries, self.trim_padding, self.host_activations, self.compile, self.fused_head))
 
     def summary(self) -> Dict[str, Dict[str, object]]:
         """For the run's summary table and `TuneResult.optimisations`."""
@@ -67,6 +69,7 @@ class FastPlan:
             "trim_padding": self.trim_padding.as_dict(),
             "host_activations": self.host_activations.as_dict(),
             "compile": self.compile.as_dict(),
+            "fused_head": self.fused_head.as_dict(),
         }
 
 
@@ -85,7 +88,7 @@ def plan(model: nn.Module, options: Optional[FastOptions] = None) -> FastPlan:
     anatomy, why_not = recognise(model)
     if anatomy is None:
         off = Decision(False, why_not)
-        return FastPlan(None, 0, 0, off, off, off, off, off, off, 0)
+        return FastPlan(None, 0, 0, off, off, off, off, off, off, 0, fused_head=off)
 
     blocks = anatomy.blocks
     adapted = [i for i, b in enumerate(blocks) if _has_trainable(b)]
@@ -160,4 +163,34 @@ def plan(model: nn.Module, options: Optional[FastOptions] = None) -> FastPlan:
         host_activations=host,
         compile=compiled,
         prefix_cache_bytes=int(max(0.0, options.prefix_cache_mb) * 2**20),
+        fused_head=_fused_head(model, anatomy, head, options),
     )
+
+
+def _fused_head(model: nn.Module, anatomy: Anatomy, head: Decision, options: FastOptions) -> Decision:
+    weight = anatomy.head_weight
+    if not options.fused_head:
+        return Decision(False, "turned off")
+    if not head.applies:
+        return Decision(False, "needs the loss-position head")
+    if mx.default_device() != mx.cpu:
+        return Decision(False, "the model runs on the GPU, where MLX's own products are fast")
+    if weight is None:
+        return Decision(False, "the vocabulary head is quantized or has a bias, and the kernel takes a plain float32 matrix")
+    if weight.dtype != mx.float32:
+        return Decision(False, f"the vocabulary head is {str(weight.dtype).rsplit('.', 1)[-1]}, and the kernel takes float32")
+    if any(p is weight for _, p in tree_flatten(model.trainable_parameters())):
+        return Decision(False, "the vocabulary head is trained, and the kernel keeps a copy of it for the whole run")
+    from . import host_kernels  # not at import time: `python -m ...host_kernels` imports this package
+
+    lib, why = host_kernels.load()
+    if lib is None:
+        return Decision(False, why)
+    forced = host_kernels.portable_forced()
+    path = lib.tunelab_fused_cross_entropy_path(weight.shape[1], int(forced)).decode()
+    if path == "portable" and not forced:
+        # Measured on a Zen 4: the portable loops (SSE2 there) take ~200 ms for 32 rows of
+        # SmolLM2's head, MLX's two OpenBLAS products ~35 ms.
+        return Decision(False, "the kernel's fast path needs AVX-512 (and a hidden size that is a multiple of 16); its portable loops are slower than MLX's BLAS products")
+    how = f"{host_kernels.PORTABLE_ENV} forces the portable loops" if forced else "AVX-512"
+    return Decision(True, f"logits, softmax and gradient in one native pass over the head weight ({how})")

@@ -15,7 +15,8 @@ from .applicability import FastPlan
 from .bucketing import layout
 from .host_ops import swiglu as host_swiglu
 from .compiled_step import compiled_loss, compiled_value_and_grad
-from .loss_head import logits_at_positions, masked_cross_entropy
+from .fused_head import FusedHead
+from .loss_head import fused_masked_cross_entropy, logits_at_positions, masked_cross_entropy, normed_rows_at_positions
 from .prefix_cache import PrefixCache, PrefixCacheStats, ProgressCallback
 
 Grads = dict
@@ -38,28 +39,37 @@ class FastLossFn:
         cached = self.cache is not None
         tail = fast_plan.tail_queries.applies
         last = fast_plan.num_blocks - 1
+        # With the fused head, the model's part ends at the normed rows and the kernel does the
+        # vocabulary projection together with the cross-entropy.
+        fused = FusedHead(anatomy.head_weight) if fast_plan.fused_head.applies else None
+        head_input = normed_rows_at_positions if fused is not None else logits_at_positions
+        head_loss = fused_masked_cross_entropy(fused) if fused is not None else masked_cross_entropy
+        head_loss_only = fused_masked_cross_entropy(fused, with_gradient=False) if fused is not None else masked_cross_entropy
 
-        def logits(inputs: mx.array, positions: mx.array, tail_start: int = 0) -> mx.array:
+        def model_part(inputs: mx.array, positions: mx.array, tail_start: int = 0) -> mx.array:
             h = inputs if cached else anatomy.embed_tokens(inputs)
             if tail:
                 h = anatomy.run_last_block_from(anatomy.run_blocks(h, start, last), tail_start)
             else:
                 h = anatomy.run_blocks(h, start)
-            return logits_at_positions(anatomy, h, positions)
+            return head_input(anatomy, h, positions)
 
         def loss(inputs: mx.array, positions: mx.array, targets: mx.array, weights: mx.array, ntoks: mx.array, tail_start: int = 0) -> mx.array:
-            return masked_cross_entropy(logits(inputs, positions, tail_start), targets, weights, ntoks)
+            return head_loss(model_part(inputs, positions, tail_start), targets, weights, ntoks)
+
+        def loss_only(inputs: mx.array, positions: mx.array, targets: mx.array, weights: mx.array, ntoks: mx.array, tail_start: int = 0) -> mx.array:
+            return head_loss_only(model_part(inputs, positions, tail_start), targets, weights, ntoks)
 
         self._loss = loss
         if fast_plan.compile.applies:
             # Arguments are reordered so the model's part (compiled) takes the first three.
-            vg = compiled_value_and_grad(model, logits, masked_cross_entropy, 3)
-            only = compiled_loss(model, logits, masked_cross_entropy, 3)
+            vg = compiled_value_and_grad(model, model_part, head_loss, 3)
+            only = compiled_loss(model, model_part, head_loss_only, 3)
             self._value_and_grad = lambda inputs, positions, targets, weights, ntoks, tail_start=0: vg(inputs, positions, tail_start, targets, weights, ntoks)
             self._loss_only = lambda inputs, positions, targets, weights, ntoks, tail_start=0: only(inputs, positions, tail_start, targets, weights, ntoks)
         else:
             self._value_and_grad = nn.value_and_grad(model, loss)
-            self._loss_only = loss
+            self._loss_only = loss_only
 
     def precompute(self, sequences: Iterable[Sequence[int]], progress: Optional[ProgressCallback] = None) -> Optional[PrefixCacheStats]:
         """Fill the prefix cache up front (token sequences as iterate_batches will see them, i.e.

@@ -7,14 +7,21 @@ the rows first and normalising after gives the same values as mlx-lm's `default_
 The cross-entropy keeps its softmax from the forward pass for the backward pass: autodiff of
 `logsumexp` would exponentiate every logit a second time, and on MLX's CPU backend `exp` over
 positions x vocabulary is a large share of a step (so the softmax itself runs in NumPy).
+Where the fused head applies (fused_head.py), the logits are never formed: the normed rows go
+straight to a native kernel that computes the cross-entropy and its gradient together.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import mlx.core as mx
 import numpy as np
 
 from .anatomy import Anatomy
+from .fused_head import FusedHead
+
+HeadLoss = Callable[[mx.array, mx.array, mx.array, mx.array], mx.array]
 
 
 @mx.custom_function
@@ -47,16 +54,37 @@ def _cross_entropy_vjp(primals, cotangents, outputs):
     return d_logits, mx.zeros_like(targets)
 
 
+def _masked_mean(ce: mx.array, weights: mx.array, ntoks: mx.array) -> mx.array:
+    return (ce * weights).astype(mx.float32).sum() / ntoks
+
+
 def masked_cross_entropy(logits: mx.array, targets: mx.array, weights: mx.array, ntoks: mx.array) -> mx.array:
     """Mean cross-entropy of `logits` (N, V) over the rows whose weight is 1."""
     ce, _ = _cross_entropy(logits, targets)
-    return (ce * weights).astype(mx.float32).sum() / ntoks
+    return _masked_mean(ce, weights, ntoks)
+
+
+def fused_masked_cross_entropy(head: FusedHead, with_gradient: bool = True) -> HeadLoss:
+    """`masked_cross_entropy` taking the normed rows (N, D) instead of their logits: the fused
+    kernel projects them onto the vocabulary itself. Without gradient (validation) the kernel
+    skips the gradient's half of the work."""
+    cross_entropy = head.cross_entropy if with_gradient else head.cross_entropy_values
+
+    def loss(normed_rows: mx.array, targets: mx.array, weights: mx.array, ntoks: mx.array) -> mx.array:
+        return _masked_mean(cross_entropy(normed_rows, targets), weights, ntoks)
+
+    return loss
+
+
+def normed_rows_at_positions(anatomy: Anatomy, hidden: mx.array, positions: mx.array) -> mx.array:
+    """The final norm at the flat `positions` of `hidden` (B, L, D): the head's input rows."""
+    rows = mx.take(hidden.reshape(-1, hidden.shape[-1]), positions, axis=0)
+    return anatomy.norm(rows)
 
 
 def logits_at_positions(anatomy: Anatomy, hidden: mx.array, positions: mx.array) -> mx.array:
     """Final norm and vocabulary logits at the flat `positions` of `hidden` (B, L, D)."""
-    rows = mx.take(hidden.reshape(-1, hidden.shape[-1]), positions, axis=0)
-    return anatomy.logits(rows)
+    return anatomy.head(normed_rows_at_positions(anatomy, hidden, positions))
 
 
 def loss_at_positions(

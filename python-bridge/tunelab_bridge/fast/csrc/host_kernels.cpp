@@ -1,0 +1,487 @@
+// Host kernels for the fast %tune path, called from Python through ctypes (C ABI at the end).
+//
+// Fused linear cross-entropy: for rows x_r (the final-normed hidden states at the positions the
+// loss counts) and a frozen vocabulary head W (V x D), computes
+//   ce_r = logsumexp(W x_r) - (W x_r)[t_r]        and        G_r = softmax(W x_r) @ W - W[t_r]
+// without materialising the N x V logits: the vocabulary is walked in chunks small enough to
+// stay in L2, each chunk's logits are exponentiated against a running maximum (online softmax,
+// as in flash-attention) and immediately multiplied back into an N x D accumulator, so the time
+// goes into FMAs rather than into writing and re-reading N x V floats.
+//
+// The vocabulary is cut into shares that threads take in turn; each share keeps its own running
+// max, sum and accumulator, merged at the end in a fixed order. No CPU-specific flag is passed to
+// the compiler: the AVX-512 path carries a target attribute and is picked at run time; the
+// portable path is plain loops the compiler vectorises for the build's baseline (SSE2, NEON).
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define TUNELAB_AVX512_PATH 1
+#define TUNELAB_AVX512 __attribute__((target("avx512f,avx512dq,fma")))
+#endif
+
+namespace {
+
+constexpr int kAbiVersion = 1;
+constexpr int kPanel = 16;  // vocabulary rows per packed panel: one AVX-512 register of logits
+// Vocabulary rows per chunk. The chunk's rows of W (192 x 576 floats = 432 KB for SmolLM2) must
+// still be in L2 when the gradient reads them after the logits; measured on a Zen 4 (1 MB L2),
+// N = 32: 64 rows 21.7 ms, 128 rows 20.8, 192 rows 19.1, 256 rows 19-24 (noisier).
+constexpr int kDefaultChunk = 192;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+// 64-byte aligned scratch, freed on scope exit.
+class Scratch {
+ public:
+  explicit Scratch(size_t floats) {
+    const size_t bytes = std::max<size_t>(64, (floats * sizeof(float) + 63) / 64 * 64);
+    data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
+  }
+  ~Scratch() { std::free(data_); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  float* get() const { return data_; }
+
+ private:
+  float* data_ = nullptr;
+};
+
+struct Problem {
+  const float* x;          // N x D
+  const int32_t* targets;  // N
+  int rows;                // N
+  int dim;                 // D
+  const float* weight;     // V x D, row-major
+  const float* packed;     // W^T in panels: [ceil(V/16)][D][16], zero past V
+  int vocab;               // V
+  float* ce;               // N
+  float* grad;             // N x D, or null when only the loss is wanted
+  int chunk;               // vocabulary rows per chunk (a multiple of 16)
+};
+
+// Cephes' single-precision exp polynomial: e^r for |r| <= ln2/2, relative error ~1e-7.
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693359375f;
+constexpr float kLn2Lo = -2.12194440e-4f;
+constexpr float kExpC[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+
+// Each kernel set computes, for vocabulary rows [c0, c0 + count) of the problem:
+//   logits:     s[n][j] = x_n . W[c0 + j]            (s has row stride lds, count <= lds)
+//   row_max / exp_shifted_sum: the softmax numerators in place, and their sum
+//   accumulate: acc[n] += sum_j s[n][j] * W[c0 + j]
+// and the chunk loop below is shared.
+
+// ---------------------------------------------------------------------------------------------
+// Portable path: loops the compiler can vectorise without reassociating floating-point sums.
+
+struct Portable {
+  // Every argument is <= 0 (a logit minus its running max).
+  static float exp_nonpositive(float x) {
+    // e^-86 ~ 4e-38 counts for nothing next to the max's 1, and above it 2^n stays a normal float.
+    if (!(x >= -86.0f)) return 0.0f;
+    const float n = std::nearbyint(x * kLog2e);
+    float r = x - n * kLn2Hi;
+    r = r - n * kLn2Lo;
+    float p = kExpC[0];
+    for (int i = 1; i < 6; ++i) p = p * r + kExpC[i];
+    p = p * (r * r) + r + 1.0f;
+    int32_t bits;
+    std::memcpy(&bits, &p, sizeof bits);
+    bits += static_cast<int32_t>(n) * (1 << 23);  // p * 2^n for n in [-124, 0]
+    std::memcpy(&p, &bits, sizeof p);
+    return p;
+  }
+
+  // From the packed panels: 16 logits of one row at a time, accumulated over D (axpy form).
+  static void logits(const Problem& p, int c0, int count, float* s, int lds) {
+    const int D = p.dim;
+    for (int j0 = 0; j0 < count; j0 += kPanel) {
+      const float* panel = p.packed + size_t(c0 + j0) * D;
+      for (int n = 0; n < p.rows; ++n) {
+        const float* x = p.x + size_t(n) * D;
+        float lanes[kPanel] = {};
+        for (int k = 0; k < D; ++k)
+          for (int l = 0; l < kPanel; ++l) lanes[l] += x[k] * panel[size_t(k) * kPanel + l];
+        std::memcpy(s + size_t(n) * lds + j0, lanes, sizeof lanes);
+      }
+    }
+  }
+
+  static float row_max(const float* s, int count) {
+    float m = kNegInf;
+    for (int j = 0; j < count; ++j) m = std::max(m, s[j]);
+    return m;
+  }
+
+  static float exp_shifted_sum(float* s, int count, float shift) {
+    float total = 0.0f;
+    for (int j = 0; j < count; ++j) {
+      s[j] = exp_nonpositive(s[j] - shift);
+      total += s[j];
+    }
+    return total;
+  }
+
+  static void accumulate(const Problem& p, int c0, int count, const float* e, int lde, float* acc) {
+    const int D = p.dim;
+    for (int n = 0; n < p.rows; ++n) {
+      float* out = acc + size_t(n) * D;
+      for (int j = 0; j < count; ++j) {
+        const float a = e[size_t(n) * lde + j];
+        const float* w = p.weight + size_t(c0 + j) * D;
+        for (int k = 0; k < D; ++k) out[k] += a * w[k];
+      }
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// AVX-512 path (x86-64 CPUs with AVX-512F/DQ, chosen at run time; D a multiple of 16).
+
+#if defined(TUNELAB_AVX512_PATH)
+namespace avx512 {
+
+// Register tiles: 8 x 3 = 24 accumulators, leaving registers for the loaded operands. Measured
+// (chunk 192, N = 32, two threads), logits 8x3 / 6x4 / 12x2: 18.9 / 20.5 / 19.6 ms; gradient
+// 8x3 / 6x4 / 12x2 / 4x6 all within noise (18.8-19.0 ms).
+constexpr int kFwdRows = 8;    // x rows per logits tile
+constexpr int kFwdPanels = 3;  // 16-wide vocabulary panels per logits tile
+constexpr int kBwdRows = 8;    // rows per gradient tile
+constexpr int kBwdVecs = 3;    // 16-wide columns of D per gradient tile
+
+TUNELAB_AVX512 inline __m512 exp_ps(__m512 x) {
+  // Below -104, 2^n underflows to zero in scalef; the clamp keeps r finite for -inf inputs.
+  x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
+  __m512 p = _mm512_set1_ps(kExpC[0]);
+  for (int i = 1; i < 6; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpC[i]));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+TUNELAB_AVX512 inline __mmask16 first_lanes(int count) {
+  return count >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1u);
+}
+
+TUNELAB_AVX512 inline __m128 fold_to_128(__m512 v, bool max) {
+  const __m256 lo = _mm512_castps512_ps256(v), hi = _mm512_extractf32x8_ps(v, 1);
+  const __m256 a = max ? _mm256_max_ps(lo, hi) : _mm256_add_ps(lo, hi);
+  const __m128 l = _mm256_castps256_ps128(a), h = _mm256_extractf128_ps(a, 1);
+  return max ? _mm_max_ps(l, h) : _mm_add_ps(l, h);
+}
+
+TUNELAB_AVX512 inline float horizontal_max(__m512 v) {
+  __m128 a = fold_to_128(v, true);
+  a = _mm_max_ps(a, _mm_movehl_ps(a, a));
+  a = _mm_max_ss(a, _mm_shuffle_ps(a, a, 1));
+  return _mm_cvtss_f32(a);
+}
+
+TUNELAB_AVX512 inline float horizontal_sum(__m512 v) {
+  __m128 a = fold_to_128(v, false);
+  a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+  a = _mm_add_ss(a, _mm_shuffle_ps(a, a, 1));
+  return _mm_cvtss_f32(a);
+}
+
+// R rows x P panels of logits: per dimension k, P panel loads and R broadcasts feed R*P FMAs.
+template <int R, int P>
+TUNELAB_AVX512 void logits_tile(const float* x, int D, const float* panels, float* s, int lds, const char* prefetch, int prefetch_lines) {
+  __m512 acc[R][P];
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < P; ++q) acc[r][q] = _mm512_setzero_ps();
+  const int lines_per_k = (prefetch_lines + D - 1) / D;
+  for (int k = 0; k < D; ++k) {
+    for (int i = k * lines_per_k; i < std::min(prefetch_lines, (k + 1) * lines_per_k); ++i) _mm_prefetch(prefetch + size_t(i) * 64, _MM_HINT_T1);
+    __m512 w[P];
+    for (int q = 0; q < P; ++q) w[q] = _mm512_loadu_ps(panels + (size_t(q) * D + k) * kPanel);
+    for (int r = 0; r < R; ++r) {
+      const __m512 b = _mm512_set1_ps(x[size_t(r) * D + k]);
+      for (int q = 0; q < P; ++q) acc[r][q] = _mm512_fmadd_ps(b, w[q], acc[r][q]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < P; ++q) _mm512_storeu_ps(s + size_t(r) * lds + q * kPanel, acc[r][q]);
+}
+
+// acc[r][:] += sum_j e[r][j] * W[j][:] for R rows and V 16-wide columns of D: per vocabulary
+// row, V loads of W and R broadcasts of e feed R*V FMAs; the tile stays in registers.
+template <int R, int V>
+TUNELAB_AVX512 void accumulate_tile(const float* e, int lde, int count, const float* w, int D, float* acc) {
+  __m512 a[R][V];
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < V; ++q) a[r][q] = _mm512_setzero_ps();
+  for (int j = 0; j < count; ++j) {
+    __m512 wv[V];
+    for (int q = 0; q < V; ++q) wv[q] = _mm512_loadu_ps(w + size_t(j) * D + q * 16);
+    for (int r = 0; r < R; ++r) {
+      const __m512 b = _mm512_set1_ps(e[size_t(r) * lde + j]);
+      for (int q = 0; q < V; ++q) a[r][q] = _mm512_fmadd_ps(b, wv[q], a[r][q]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < V; ++q) {
+      float* out = acc + size_t(r) * D + q * 16;
+      _mm512_storeu_ps(out, _mm512_add_ps(_mm512_loadu_ps(out), a[r][q]));
+    }
+}
+
+// Tables of tile instantiations, indexed [rows - 1][columns - 1], for the edges of N and V/D.
+using LogitsTile = void (*)(const float*, int, const float*, float*, int, const char*, int);
+using AccumulateTile = void (*)(const float*, int, int, const float*, int, float*);
+
+template <int R, size_t... P>
+constexpr std::array<LogitsTile, sizeof...(P)> logits_row(std::index_sequence<P...>) {
+  return {&logits_tile<R, int(P) + 1>...};
+}
+template <size_t... R>
+constexpr std::array<std::array<LogitsTile, kFwdPanels>, sizeof...(R)> logits_table(std::index_sequence<R...>) {
+  return {logits_row<int(R) + 1>(std::make_index_sequence<kFwdPanels>())...};
+}
+template <int R, size_t... V>
+constexpr std::array<AccumulateTile, sizeof...(V)> accumulate_row(std::index_sequence<V...>) {
+  return {&accumulate_tile<R, int(V) + 1>...};
+}
+template <size_t... R>
+constexpr std::array<std::array<AccumulateTile, kBwdVecs>, sizeof...(R)> accumulate_table(std::index_sequence<R...>) {
+  return {accumulate_row<int(R) + 1>(std::make_index_sequence<kBwdVecs>())...};
+}
+
+const auto kLogitsTiles = logits_table(std::make_index_sequence<kFwdRows>());
+const auto kAccumulateTiles = accumulate_table(std::make_index_sequence<kBwdRows>());
+
+struct Kernels {
+  static void logits(const Problem& p, int c0, int count, float* s, int lds) {
+    const int panels = (count + kPanel - 1) / kPanel;
+    // The gradient reads this chunk's rows of W right after; the tiles pull them into L2 while
+    // they compute (the row-major copy is not what they stream, so no hardware prefetcher would).
+    const char* rows = reinterpret_cast<const char*>(p.weight + size_t(c0) * p.dim);
+    const int lines = p.grad ? int((size_t(count) * p.dim * sizeof(float) + 63) / 64) : 0;
+    const int tiles = (panels + kFwdPanels - 1) / kFwdPanels * ((p.rows + kFwdRows - 1) / kFwdRows);
+    int tile = 0;
+    for (int q0 = 0; q0 < panels; q0 += kFwdPanels) {
+      const int q = std::min(kFwdPanels, panels - q0);
+      const float* w = p.packed + size_t(c0 + q0 * kPanel) * p.dim;
+      for (int n0 = 0; n0 < p.rows; n0 += kFwdRows, ++tile) {
+        const int r = std::min(kFwdRows, p.rows - n0);
+        const int first = int(int64_t(lines) * tile / tiles), last = int(int64_t(lines) * (tile + 1) / tiles);
+        kLogitsTiles[r - 1][q - 1](p.x + size_t(n0) * p.dim, p.dim, w, s + size_t(n0) * lds + q0 * kPanel, lds, rows + size_t(first) * 64, last - first);
+      }
+    }
+  }
+
+  TUNELAB_AVX512 static float row_max(const float* s, int count) {
+    __m512 m = _mm512_set1_ps(kNegInf);
+    for (int j = 0; j < count; j += 16) m = _mm512_max_ps(m, _mm512_mask_loadu_ps(_mm512_set1_ps(kNegInf), first_lanes(count - j), s + j));
+    return horizontal_max(m);
+  }
+
+  TUNELAB_AVX512 static float exp_shifted_sum(float* s, int count, float shift) {
+    const __m512 m = _mm512_set1_ps(shift);
+    __m512 total = _mm512_setzero_ps();
+    for (int j = 0; j < count; j += 16) {
+      const __mmask16 live = first_lanes(count - j);
+      const __m512 e = _mm512_maskz_mov_ps(live, exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(live, s + j), m)));
+      _mm512_mask_storeu_ps(s + j, live, e);
+      total = _mm512_add_ps(total, e);
+    }
+    return horizontal_sum(total);
+  }
+
+  static void accumulate(const Problem& p, int c0, int count, const float* e, int lde, float* acc) {
+    const int D = p.dim, vecs = D / 16;
+    const float* w = p.weight + size_t(c0) * D;
+    // D columns outer: one column strip of the chunk (count x 16V floats) stays in L1 for all rows.
+    for (int q0 = 0; q0 < vecs; q0 += kBwdVecs) {
+      const int q = std::min(kBwdVecs, vecs - q0);
+      for (int n0 = 0; n0 < p.rows; n0 += kBwdRows) {
+        const int r = std::min(kBwdRows, p.rows - n0);
+        kAccumulateTiles[r - 1][q - 1](e + size_t(n0) * lde, lde, count, w + q0 * 16, D, acc + size_t(n0) * D + q0 * 16);
+      }
+    }
+  }
+};
+
+bool usable(int dim) {
+  return dim % 16 == 0 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma");
+}
+
+}  // namespace avx512
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// The chunk loop and the merge, shared by both paths.
+
+// The vocabulary is cut into a fixed number of shares, whatever the number of threads: threads
+// take shares from a counter, so a thread whose core is also running something else (OpenBLAS's
+// worker spinning between MLX's BLAS calls) simply finishes fewer of them. Each share's partial
+// result depends only on its boundaries and the merge runs in share order, so the output is the
+// same bit for bit for any number of threads (a resumed run reproduces its numbers).
+constexpr int kShares = 16;
+
+// One share of the vocabulary, reduced to what the merge needs.
+struct Partial {
+  std::vector<float> max;  // running max of each row's logits over the share
+  std::vector<float> sum;  // sum of exp(logit - max) over the share
+  float* acc = nullptr;    // N x D: sum of exp(logit - max) * W[v] over the share
+};
+
+template <class K>
+void run_share(const Problem& p, int begin, int end, Partial& part, float* s, float* target_logit) {
+  const int N = p.rows, D = p.dim, chunk = p.chunk;
+  part.max.assign(N, kNegInf);
+  part.sum.assign(N, 0.0f);
+  if (p.grad) std::fill(part.acc, part.acc + size_t(N) * D, 0.0f);
+  for (int c0 = begin; c0 < end; c0 += chunk) {
+    const int count = std::min(chunk, end - c0);
+    K::logits(p, c0, count, s, chunk);
+    for (int n = 0; n < N; ++n) {
+      const int t = p.targets[n];
+      if (t >= c0 && t < c0 + count) target_logit[n] = s[size_t(n) * chunk + (t - c0)];
+    }
+    for (int n = 0; n < N; ++n) {
+      float* row = s + size_t(n) * chunk;
+      const float seen = part.max[n];
+      const float m = std::max(seen, K::row_max(row, count));
+      if (m > seen && seen != kNegInf) {
+        // A larger max shrinks everything summed so far by exp(seen - m).
+        const float scale = std::exp(seen - m);
+        part.sum[n] *= scale;
+        if (p.grad)
+          for (int k = 0; k < D; ++k) part.acc[size_t(n) * D + k] *= scale;
+      }
+      part.max[n] = m;
+      part.sum[n] += K::exp_shifted_sum(row, count, m);
+    }
+    if (p.grad) K::accumulate(p, c0, count, s, chunk, part.acc);
+  }
+}
+
+template <class K>
+void run(const Problem& p, int threads) {
+  const int N = p.rows, D = p.dim;
+  const int panels = (p.vocab + kPanel - 1) / kPanel;
+  const int shares = std::min(kShares, panels);
+  threads = std::max(1, std::min(threads, shares));
+  std::vector<Partial> parts(shares);
+  // Each target lies in exactly one share, whose thread alone writes its entry.
+  std::vector<float> target_logit(N, 0.0f);
+  Scratch accumulators(p.grad ? size_t(shares) * N * D : 1);
+  for (int i = 0; i < shares; ++i) parts[i].acc = accumulators.get() + size_t(i) * N * D;
+  std::atomic<int> next{0};
+  auto work = [&]() {
+    Scratch logits(size_t(N) * p.chunk);
+    for (int i = next.fetch_add(1); i < shares; i = next.fetch_add(1)) {
+      // Shares are whole panels, so the last one alone reads the packed copy's padding.
+      const int begin = int(int64_t(panels) * i / shares) * kPanel;
+      const int end = std::min(p.vocab, int(int64_t(panels) * (i + 1) / shares) * kPanel);
+      run_share<K>(p, begin, end, parts[i], logits.get(), target_logit.data());
+    }
+  };
+  std::vector<std::thread> workers;
+  for (int t = 1; t < threads; ++t) workers.emplace_back(work);
+  work();
+  for (auto& w : workers) w.join();
+
+  std::vector<double> weight(shares), row(D);
+  for (int n = 0; n < N; ++n) {
+    float m = kNegInf;
+    for (const Partial& part : parts) m = std::max(m, part.max[n]);
+    double total = 0.0;
+    for (int i = 0; i < shares; ++i) {
+      weight[i] = std::exp(double(parts[i].max[n]) - m);
+      total += weight[i] * parts[i].sum[n];
+    }
+    // The max skips NaN, so a non-finite input row is reported as such, as MLX's softmax would.
+    const bool finite = std::all_of(p.x + size_t(n) * D, p.x + size_t(n + 1) * D, [](float v) { return std::isfinite(v); });
+    p.ce[n] = finite ? float(double(m) + std::log(total) - double(target_logit[n])) : kNaN;
+    if (!p.grad) continue;
+    if (!finite) {
+      std::fill(p.grad + size_t(n) * D, p.grad + size_t(n + 1) * D, kNaN);
+      continue;
+    }
+    // In double: the shares' sums nearly cancel against W[target] where the model is confident.
+    const float* w_target = p.weight + size_t(p.targets[n]) * D;
+    for (int k = 0; k < D; ++k) row[k] = -double(w_target[k]);
+    for (int i = 0; i < shares; ++i) {
+      const double scale = weight[i] / total;
+      const float* acc = parts[i].acc + size_t(n) * D;
+      for (int k = 0; k < D; ++k) row[k] += scale * acc[k];
+    }
+    float* g = p.grad + size_t(n) * D;
+    for (int k = 0; k < D; ++k) g[k] = float(row[k]);
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+// Bumped whenever a signature below changes; the Python side refuses a library that differs.
+int tunelab_host_kernels_abi(void) { return kAbiVersion; }
+
+// Which path `tunelab_fused_cross_entropy` takes for this D: "avx512" or "portable".
+const char* tunelab_fused_cross_entropy_path(int dim, int force_portable) {
+#if defined(TUNELAB_AVX512_PATH)
+  if (!force_portable && avx512::usable(dim)) return "avx512";
+#else
+  (void)dim;
+  (void)force_portable;
+#endif
+  return "portable";
+}
+
+// packed[(v / 16) * D * 16 + k * 16 + v % 16] = weight[v * D + k]; rows past V are zero.
+// `packed` holds ceil(V / 16) * 16 * D floats.
+void tunelab_pack_head(const float* weight, int vocab, int dim, float* packed) {
+  const int panels = (vocab + kPanel - 1) / kPanel;
+  for (int q = 0; q < panels; ++q) {
+    float* panel = packed + size_t(q) * dim * kPanel;
+    for (int l = 0; l < kPanel; ++l) {
+      const int v = q * kPanel + l;
+      if (v < vocab) {
+        const float* row = weight + size_t(v) * dim;
+        for (int k = 0; k < dim; ++k) panel[size_t(k) * kPanel + l] = row[k];
+      } else {
+        for (int k = 0; k < dim; ++k) panel[size_t(k) * kPanel + l] = 0.0f;
+      }
+    }
+  }
+}
+
+// ce[n] = logsumexp(W x_n) - (W x_n)[targets[n]]; grad (N x D, may be null) = softmax(W x_n) @ W
+// - W[targets[n]]. Returns 0, or 1 when a target is outside [0, V) or a size is not positive.
+// chunk <= 0 picks the default; threads < 1 means one.
+int tunelab_fused_cross_entropy(const float* x, const int32_t* targets, int rows, int dim, const float* weight, const float* packed, int vocab,
+                                float* ce, float* grad, int threads, int chunk, int force_portable) {
+  if (rows <= 0 || dim <= 0 || vocab <= 0) return 1;
+  for (int n = 0; n < rows; ++n)
+    if (targets[n] < 0 || targets[n] >= vocab) return 1;
+  chunk = chunk <= 0 ? kDefaultChunk : (chunk + kPanel - 1) / kPanel * kPanel;
+  const Problem p{x, targets, rows, dim, weight, packed, vocab, ce, grad, chunk};
+#if defined(TUNELAB_AVX512_PATH)
+  if (!force_portable && avx512::usable(dim)) {
+    run<avx512::Kernels>(p, threads);
+    return 0;
+  }
+#endif
+  run<Portable>(p, threads);
+  return 0;
+}
+
+}  // extern "C"
