@@ -184,7 +184,9 @@ export async function runFastTuneBench(): Promise<{ markdown: string }> {
     }));
   }
   rows.push(await attempt("tunelab fast path, same script", "float32, OpenBLAS", async () => {
-    const r = await script(BRIDGE_PYTHON, "mlx_tune.py", ["--mode", "fast", "--iters", String(ITERS), ...evalArgs], openblas);
+    // The bridge's own BLAS settings (blas.py): OpenBLAS workers sleep right after each call.
+    const bridgeBlas = { ...openblas, OPENBLAS_THREAD_TIMEOUT: process.env.OPENBLAS_THREAD_TIMEOUT ?? "4" };
+    const r = await script(BRIDGE_PYTHON, "mlx_tune.py", ["--mode", "fast", "--iters", String(ITERS), ...evalArgs], bridgeBlas);
     return fromScript("tunelab fast path, same script", "float32, OpenBLAS", r, `+ ${f(r.prepare_seconds ?? NaN, 1)} s once for the frozen-prefix cache`);
   }));
   let optimisations: unknown = null;

@@ -93,14 +93,19 @@ def main() -> None:
         result["prepare_seconds"] = time.perf_counter() - prepare_started
         result["optimisations"] = plan.summary()
         result["prefix_cache"] = stats.as_dict() if stats else None
+        from tunelab_bridge.allocator import keep_freed_memory
+        from tunelab_bridge.training import OptimizerStep
+
+        keep_freed_memory()  # as the bridge does at start-up
+        step = OptimizerStep(model, optimizer, 1.0)
         losses = []
         started = time.perf_counter()
         for _, (batch, lengths) in zip(range(args.iters), iterate_batches(data, 1, 2048, loop=True, seed=0)):
             loss, ntoks, grads = loss_fn.loss_and_grad(batch, lengths)
-            grads, _ = optim.clip_grad_norm(grads, 1.0)
-            optimizer.update(model, grads)
-            mx.eval(loss, model.trainable_parameters(), optimizer.state)
+            grads, _ = step.clip(grads)
+            mx.eval(loss, grads)
             losses.append(loss.item())
+            step.apply(grads)
         seconds = time.perf_counter() - started
 
     model.eval()

@@ -96,6 +96,10 @@ def test_layout_counts_only_loss_positions() -> None:
     assert list(exact.positions[:7]) == list(range(0, 7)) and exact.positions[7] == 29 + 11
     full = layout(batch, lengths, trim=False, loss_positions_only=False)
     assert full.width == 32 and full.weights.sum() == 13 and len(full.positions) == 64
+    # The uncompiled step takes exact sizes: no filler positions, the last block from j = 3.
+    exact_sizes = layout(batch, lengths, trim=True, loss_positions_only=True, tail_queries=True, bucket=1)
+    assert exact_sizes.width == 20 and len(exact_sizes.positions) == 13 and exact_sizes.weights.all()
+    assert exact_sizes.tail_start == 3 and exact_sizes.positions[7] == 17 + 11
 
 
 def test_host_activations_need_the_cpu_and_an_untraced_step() -> None:

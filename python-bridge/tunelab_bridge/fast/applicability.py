@@ -119,7 +119,7 @@ def plan(model: nn.Module, options: Optional[FastOptions] = None) -> FastPlan:
     elif random_anywhere:
         trim = Decision(False, "dropout draws depend on the padded batch shape")
     else:
-        trim = Decision(True, "batches cut to their longest example, widths bucketed to multiples of 8")
+        trim = Decision(True, "batches cut to their longest example (widths in multiples of 8 for a compiled step)")
 
     if not options.tail_queries:
         tail = Decision(False, "turned off")

@@ -3,8 +3,9 @@
 mlx-lm pads every batch to one plus the next multiple of 32 tokens and computes the loss over
 the padded grid. Attention is causal and padding sits at the end, so positions past a row's
 last token never influence the positions the loss counts: the batch can be cut to its longest
-row. Widths and loss-position counts are rounded up to a multiple (buckets) so a compiled step
-sees few distinct shapes; the extra positions carry zero loss weight.
+row. For a compiled step, widths and loss-position counts are rounded up to a multiple
+(buckets) so it sees few distinct shapes (the extra positions carry zero loss weight); the
+uncompiled step takes exact sizes (bucket 1), since every padded position costs arithmetic.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BUCKET = 8
+BUCKET = 8  # for compiled steps
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -33,8 +34,9 @@ class BatchLayout:
     ntoks: int  # positions the loss counts (mlx-lm's ntoks)
 
 
-def layout(batch: np.ndarray, lengths: np.ndarray, *, trim: bool, loss_positions_only: bool, tail_queries: bool = False) -> BatchLayout:
-    """Lay out an `iterate_batches` batch: `batch` (B, W) tokens, `lengths` (B, 2) [offset, length]."""
+def layout(batch: np.ndarray, lengths: np.ndarray, *, trim: bool, loss_positions_only: bool, tail_queries: bool = False, bucket: int = BUCKET) -> BatchLayout:
+    """Lay out an `iterate_batches` batch: `batch` (B, W) tokens, `lengths` (B, 2) [offset, length];
+    with `trim`, sizes are rounded up to multiples of `bucket`."""
     batch = np.asarray(batch, dtype=np.int32)
     offsets = np.asarray(lengths, dtype=np.int64)[:, 0]
     ends = np.asarray(lengths, dtype=np.int64)[:, 1]
@@ -47,7 +49,7 @@ def layout(batch: np.ndarray, lengths: np.ndarray, *, trim: bool, loss_positions
     ntoks = int(mask.sum())
 
     needed = int(min(ends.max(initial=1), inputs_width))
-    width = round_up(needed, BUCKET) if trim else inputs_width
+    width = round_up(needed, bucket) if trim else inputs_width
     tokens = np.zeros((rows, width + 1), dtype=np.int32)
     copy = min(width + 1, full_width)
     tokens[:, :copy] = batch[:, :copy]
@@ -61,9 +63,9 @@ def layout(batch: np.ndarray, lengths: np.ndarray, *, trim: bool, loss_positions
         count = len(b)
         if tail_queries and count:
             first = int(j.min())
-            tail_start = (first // BUCKET) * BUCKET if trim else first
+            tail_start = (first // bucket) * bucket if trim else first
         span = width - tail_start
-        total = round_up(count, BUCKET) if trim else max(count, 1)
+        total = round_up(count, bucket) if trim else max(count, 1)
         positions = np.zeros(total, dtype=np.int32)
         targets = np.zeros(total, dtype=np.int32)
         weights = np.zeros(total, dtype=np.float32)

@@ -12,7 +12,7 @@ import numpy as np
 from mlx_lm.tuner.trainer import default_loss
 
 from .applicability import FastPlan
-from .bucketing import layout
+from .bucketing import BUCKET, layout
 from .host_ops import swiglu as host_swiglu
 from .compiled_step import compiled_loss, compiled_value_and_grad
 from .fused_head import FusedHead
@@ -85,6 +85,7 @@ class FastLossFn:
             trim=self.plan.trim_padding.applies,
             loss_positions_only=self.plan.loss_head.applies,
             tail_queries=self.plan.tail_queries.applies,
+            bucket=BUCKET if self.plan.compile.applies else 1,
         )
         if self.cache is not None:
             inputs = self.cache.hidden(lay.source, lay.lengths, lay.width)
