@@ -5,9 +5,11 @@
                     in NumPy: MLX's CPU exp is scalar)
 - fused_head.py     on CPUs with AVX-512, the head's logits, softmax and gradient in one native
                     pass over the frozen head weight (host_kernels.py builds csrc/ with g++)
-- anatomy.py        where a model's forward splits (embedding, blocks, norm, head), and the last
-                    block run from the first loss position on (tail queries)
-- bucketing.py      batches cut to their longest row, shapes bucketed for compiled traces
+- anatomy.py        where a model's forward splits (embedding, blocks, norm, head); the adapted
+                    llama blocks run through a copy of their code, the last one from the first
+                    loss position on (tail queries)
+- host_ops.py       SwiGLU computed with NumPy on the CPU (same values; MLX's x86 exp is scalar)
+- bucketing.py      batches cut to their longest row (shapes bucketed only for compiled traces)
 - compiled_step.py  mx.compile of the model's part of the step (opt-in: FastOptions.compile;
                     the uncompiled step with the host-side softmax measured faster on CPU)
 - applicability.py  which of these are exact for this model and LoRA set-up (and why not)
