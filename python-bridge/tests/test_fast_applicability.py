@@ -133,6 +133,29 @@ def test_fused_head_is_used_by_default_on_the_cpu() -> None:
     assert not needs_head.applies and "loss-position head" in needs_head.reason
 
 
+def test_native_linears_are_used_by_default_and_off_under_compile() -> None:
+    decision = fast.plan(prepare(6, 2)).native_linears
+    assert decision.applies and "blocks 4-5" in decision.reason
+    compiled = fast.plan(prepare(6, 2), fast.FastOptions(compile=True)).native_linears
+    assert not compiled.applies and "cannot be traced" in compiled.reason
+    assert fast.plan(prepare(6, 2), fast.FastOptions(compile=True)).summary()["native_linears"]["used"] is False
+    assert not fast.plan(prepare(6, 2), fast.FastOptions(native_linears=False)).native_linears.applies
+
+
+def test_native_linears_off_for_a_projection_with_a_bias() -> None:
+    import mlx.nn as nn
+
+    from tunelab_bridge.fast.frozen_linear import base_linear
+
+    model = prepare(6, 2)
+    mlp = model.model.layers[5].mlp
+    out_features, in_features = base_linear(mlp.up_proj).weight.shape
+    mlp.up_proj = nn.Linear(in_features, out_features, bias=True)
+    mlp.up_proj.freeze()
+    decision = fast.plan(model).native_linears
+    assert not decision.applies and "bias" in decision.reason
+
+
 def test_fused_head_off_when_the_kernels_cannot_be_built(monkeypatch) -> None:
     from tunelab_bridge.fast import host_kernels
 

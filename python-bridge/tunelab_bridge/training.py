@@ -307,6 +307,7 @@ def optimisations_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
         "bucketing": decision("trim_padding"),
         "host_activations": decision("host_activations"),
         "fused_head": decision("fused_head"),
+        "native_linears": decision("native_linears"),
     }
 
 

@@ -5,6 +5,8 @@
                     in NumPy: MLX's CPU exp is scalar)
 - fused_head.py     on CPUs with AVX-512, the head's logits, softmax and gradient in one native
                     pass over the frozen head weight (host_kernels.py builds csrc/ with g++)
+- frozen_linear.py  on CPUs with AVX-512, the adapted blocks' frozen projections as native
+                    products over weights packed once per run (the LoRA term stays in MLX)
 - anatomy.py        where a model's forward splits (embedding, blocks, norm, head); the adapted
                     llama blocks run through a copy of their code, the last one from the first
                     loss position on (tail queries)

@@ -8,8 +8,8 @@ chain are recognised; anything else gets no fast path (and `plan` says so).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, List, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -35,6 +35,9 @@ class Anatomy:
     # The head's dense (vocab, hidden) matrix, for kernels that take it directly; None where the
     # head is not a plain matrix product (quantized, or with a bias).
     head_weight: Optional[mx.array] = None
+    # Replacements for frozen linear layers inside mirrored blocks, keyed by id() of the layer
+    # (fast/frozen_linear.py); a LoRALinear whose base layer is here keeps its adapter in MLX.
+    frozen_linears: Dict[int, Callable[[mx.array], mx.array]] = field(default_factory=dict)
 
     def embed_tokens(self, tokens: mx.array) -> mx.array:
         return self.embed(tokens)
@@ -75,9 +78,9 @@ class Anatomy:
         attn = block.self_attn
         span = length - start
         normed = block.input_layernorm(h)
-        queries = attn.q_proj(normed[:, start:] if start else normed).reshape(batch, span, attn.n_heads, -1).transpose(0, 2, 1, 3)
-        keys = attn.k_proj(normed).reshape(batch, length, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
-        values = attn.v_proj(normed).reshape(batch, length, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        queries = self._project(attn.q_proj, normed[:, start:] if start else normed).reshape(batch, span, attn.n_heads, -1).transpose(0, 2, 1, 3)
+        keys = self._project(attn.k_proj, normed).reshape(batch, length, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        values = self._project(attn.v_proj, normed).reshape(batch, length, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
         queries = attn.rope(queries, offset=start)
         keys = attn.rope(keys)
         if start:
@@ -86,12 +89,28 @@ class Anatomy:
             mask = "causal" if length > 1 else None
         out = mx.fast.scaled_dot_product_attention(queries, keys, values, scale=attn.scale, mask=mask)
         out = out.transpose(0, 2, 1, 3).reshape(batch, span, -1)
-        hidden = (h[:, start:] if start else h) + attn.o_proj(out)
+        hidden = (h[:, start:] if start else h) + self._project(attn.o_proj, out)
         mlp = block.mlp
         normed = block.post_attention_layernorm(hidden)
-        gate, up = mlp.gate_proj(normed), mlp.up_proj(normed)
+        gate, up = self._project(mlp.gate_proj, normed), self._project(mlp.up_proj, normed)
         activated = self.swiglu(gate, up) if self.swiglu is not None else _mlx_lm_swiglu(gate, up)
-        return hidden + mlp.down_proj(activated)
+        return hidden + self._project(mlp.down_proj, activated)
+
+    def _project(self, module: nn.Module, x: mx.array) -> mx.array:
+        """module(x), through its replacement in `frozen_linears` where it has one."""
+        if not self.frozen_linears:
+            return module(x)
+        replacement = self.frozen_linears.get(id(module))
+        if replacement is not None:
+            return replacement(x)
+        from mlx_lm.tuner.lora import LoRALinear
+
+        if type(module) is LoRALinear and id(module.linear) in self.frozen_linears:
+            # LoRALinear.__call__ with its frozen product replaced; the adapter stays in MLX.
+            y = self.frozen_linears[id(module.linear)](x)
+            z = (module.dropout(x) @ module.lora_a) @ module.lora_b
+            return y + (module.scale * z).astype(x.dtype)
+        return module(x)
 
 
 def _mlx_lm_swiglu(gate: mx.array, up: mx.array) -> mx.array:

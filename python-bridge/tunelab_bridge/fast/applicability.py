@@ -30,6 +30,7 @@ class FastOptions:
     trim_padding: bool = field(default=True, metadata={"help": "Cut each batch to its longest example instead of mlx-lm's 32-token padding."})
     host_activations: bool = field(default=True, metadata={"help": "On the CPU, compute the blocks' SwiGLU with NumPy (MLX's x86 CPU exp is scalar; same values)."})
     fused_head: bool = field(default=True, metadata={"help": "On the CPU, compute the vocabulary logits, softmax and their gradient in one native pass over the frozen head weight (host_kernels.cpp) instead of two BLAS products."})
+    native_linears: bool = field(default=True, metadata={"help": "On the CPU, compute the adapted blocks' frozen projections (x @ W^T and its input gradient) with native kernels over a copy of W packed once per run (host_kernels.cpp) instead of BLAS, which re-packs W at every call."})
     compile: bool = field(default=False, metadata={"help": "mx.compile the model's part of the step (one trace per bucketed shape). Off by default: with the loss head's softmax on the host, only the blocks and logits can be traced, and that measured slower than the uncompiled step on CPU (0.14 vs 0.117 s/step, SmolLM2-135M, 2 cores)."})
 
 
@@ -55,10 +56,11 @@ class FastPlan:
     compile: Decision
     prefix_cache_bytes: int
     fused_head: Decision = field(default_factory=lambda: Decision(False, "not planned"))
+    native_linears: Decision = field(default_factory=lambda: Decision(False, "not planned"))
 
     @property
     def any(self) -> bool:
-        return any(d.applies for d in (self.prefix_cache, self.loss_head, self.tail_queries, self.trim_padding, self.host_activations, self.compile, self.fused_head))
+        return any(d.applies for d in (self.prefix_cache, self.loss_head, self.tail_queries, self.trim_padding, self.host_activations, self.compile, self.fused_head, self.native_linears))
 
     def summary(self) -> Dict[str, Dict[str, object]]:
         """For the run's summary table and `TuneResult.optimisations`."""
@@ -70,6 +72,7 @@ class FastPlan:
             "host_activations": self.host_activations.as_dict(),
             "compile": self.compile.as_dict(),
             "fused_head": self.fused_head.as_dict(),
+            "native_linears": self.native_linears.as_dict(),
         }
 
 
@@ -88,7 +91,7 @@ def plan(model: nn.Module, options: Optional[FastOptions] = None) -> FastPlan:
     anatomy, why_not = recognise(model)
     if anatomy is None:
         off = Decision(False, why_not)
-        return FastPlan(None, 0, 0, off, off, off, off, off, off, 0, fused_head=off)
+        return FastPlan(None, 0, 0, off, off, off, off, off, off, 0, fused_head=off, native_linears=off)
 
     blocks = anatomy.blocks
     adapted = [i for i, b in enumerate(blocks) if _has_trainable(b)]
@@ -164,6 +167,7 @@ def plan(model: nn.Module, options: Optional[FastOptions] = None) -> FastPlan:
         compile=compiled,
         prefix_cache_bytes=int(max(0.0, options.prefix_cache_mb) * 2**20),
         fused_head=_fused_head(model, anatomy, head, options),
+        native_linears=_native_linears(model, anatomy, first, compiled, options),
     )
 
 
@@ -194,3 +198,38 @@ def _fused_head(model: nn.Module, anatomy: Anatomy, head: Decision, options: Fas
         return Decision(False, "the kernel's fast path needs AVX-512 (and a hidden size that is a multiple of 16); its portable loops are slower than MLX's BLAS products")
     how = f"{host_kernels.PORTABLE_ENV} forces the portable loops" if forced else "AVX-512"
     return Decision(True, f"logits, softmax and gradient in one native pass over the head weight ({how})")
+
+
+def _native_linears(model: nn.Module, anatomy: Anatomy, first: int, compiled: Decision, options: FastOptions) -> Decision:
+    from .frozen_linear import base_linear, block_projections
+
+    if not options.native_linears:
+        return Decision(False, "turned off")
+    if compiled.applies:
+        return Decision(False, "the compiled step traces the blocks, and a host computation cannot be traced")
+    if mx.default_device() != mx.cpu:
+        return Decision(False, "the model runs on the GPU, where MLX's own products are fast")
+    blocks = anatomy.blocks[first:]
+    if not blocks or not all(anatomy.mirrors(b) for b in blocks):
+        return Decision(False, "the adapted blocks are not llama blocks whose code the fast path mirrors")
+    trainable = {id(p) for _, p in tree_flatten(model.trainable_parameters())}
+    for module in block_projections(blocks):
+        base = base_linear(module)
+        if base is None or "bias" in base:
+            return Decision(False, "a projection in the adapted blocks is quantized, has a bias or is not a plain or LoRA linear layer")
+        if base.weight.dtype != mx.float32:
+            return Decision(False, f"the adapted blocks' weights are {str(base.weight.dtype).rsplit('.', 1)[-1]}, and the kernels take float32")
+        if id(base.weight) in trainable:
+            return Decision(False, "a base weight in the adapted blocks is trained, and the kernels keep a packed copy for the whole run")
+    from . import host_kernels  # not at import time: `python -m ...host_kernels` imports this package
+
+    lib, why = host_kernels.load()
+    if lib is None:
+        return Decision(False, why)
+    forced = host_kernels.portable_forced()
+    widths = {base_linear(m).weight.shape[1] for m in block_projections(blocks)}
+    if not forced and any(lib.tunelab_linear_path(k, 0).decode() == "portable" for k in widths):
+        # The portable loops are a correctness fallback; BLAS is several times faster than them.
+        return Decision(False, "the kernels' fast path needs AVX-512 (and layer widths that are multiples of 16); their portable loops are slower than MLX's BLAS products")
+    how = f"{host_kernels.PORTABLE_ENV} forces the portable loops" if forced else "AVX-512"
+    return Decision(True, f"frozen projections of blocks {first}-{len(anatomy.blocks) - 1} as native products over weights packed once ({how})")

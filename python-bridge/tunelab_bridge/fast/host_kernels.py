@@ -29,7 +29,7 @@ from ..cache import cache_dir
 SOURCE = Path(__file__).with_name("csrc") / "host_kernels.cpp"
 COMPILER = "g++"
 FLAGS = ("-O3", "-shared", "-fPIC", "-std=c++17", "-pthread")
-ABI_VERSION = 1  # tunelab_host_kernels_abi() of the source this module was written against
+ABI_VERSION = 2  # tunelab_host_kernels_abi() of the source this module was written against
 # Forces the portable loops even where AVX-512 is available (tests run both paths on one machine).
 PORTABLE_ENV = "TUNELAB_HOST_KERNELS_PORTABLE"
 SETUP_HINT = "install g++ and run npm run setup"
@@ -86,6 +86,12 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.tunelab_pack_head.restype = None
     lib.tunelab_fused_cross_entropy.argtypes = [f32, i32, c_int, c_int, f32, f32, c_int, f32, f32, c_int, c_int, c_int]
     lib.tunelab_fused_cross_entropy.restype = c_int
+    lib.tunelab_linear_path.argtypes = [c_int, c_int]
+    lib.tunelab_linear_path.restype = ctypes.c_char_p
+    lib.tunelab_linear_forward.argtypes = [f32, c_int, c_int, f32, c_int, f32, c_int, c_int]
+    lib.tunelab_linear_forward.restype = c_int
+    lib.tunelab_linear_backward.argtypes = [f32, c_int, c_int, f32, c_int, f32, c_int, c_int]
+    lib.tunelab_linear_backward.restype = c_int
 
 
 def load() -> Tuple[Optional[ctypes.CDLL], str]:

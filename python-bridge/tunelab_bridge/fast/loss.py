@@ -15,6 +15,7 @@ from .applicability import FastPlan
 from .bucketing import BUCKET, layout
 from .host_ops import swiglu as host_swiglu
 from .compiled_step import compiled_loss, compiled_value_and_grad
+from .frozen_linear import block_projections, frozen_linears
 from .fused_head import FusedHead
 from .loss_head import fused_masked_cross_entropy, logits_at_positions, masked_cross_entropy, normed_rows_at_positions
 from .prefix_cache import PrefixCache, PrefixCacheStats, ProgressCallback
@@ -42,6 +43,11 @@ class FastLossFn:
         # With the fused head, the model's part ends at the normed rows and the kernel does the
         # vocabulary projection together with the cross-entropy.
         fused = FusedHead(anatomy.head_weight) if fast_plan.fused_head.applies else None
+        # The adapted blocks' frozen projections as native products; W is packed here, once per run.
+        if fast_plan.native_linears.applies:
+            anatomy.frozen_linears = frozen_linears(block_projections(anatomy.blocks[fast_plan.first_adapted_block :]))
+        else:
+            anatomy.frozen_linears = {}
         head_input = normed_rows_at_positions if fused is not None else logits_at_positions
         head_loss = fused_masked_cross_entropy(fused) if fused is not None else masked_cross_entropy
         head_loss_only = fused_masked_cross_entropy(fused, with_gradient=False) if fused is not None else masked_cross_entropy

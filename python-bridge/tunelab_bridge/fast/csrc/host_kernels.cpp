@@ -12,16 +12,24 @@
 // max, sum and accumulator, merged at the end in a fixed order. No CPU-specific flag is passed to
 // the compiler: the AVX-512 path carries a target attribute and is picked at run time; the
 // portable path is plain loops the compiler vectorises for the build's baseline (SSE2, NEON).
+//
+// Frozen linear layers: y = x @ W^T forward and dx = dy @ W backward for a weight that never
+// changes during a run. BLAS re-packs W at every call; here W^T is packed once (the head's panel
+// layout) and both products walk W once per call, W's blocks outer and the few rows of x inner.
 
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <limits>
+#include <mutex>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -34,7 +42,7 @@
 
 namespace {
 
-constexpr int kAbiVersion = 1;
+constexpr int kAbiVersion = 2;
 constexpr int kPanel = 16;  // vocabulary rows per packed panel: one AVX-512 register of logits
 // Vocabulary rows per chunk. The chunk's rows of W (192 x 576 floats = 432 KB for SmolLM2) must
 // still be in L2 when the gradient reads them after the logits; measured on a Zen 4 (1 MB L2),
@@ -143,6 +151,36 @@ struct Portable {
         const float a = e[size_t(n) * lde + j];
         const float* w = p.weight + size_t(c0 + j) * D;
         for (int k = 0; k < D; ++k) out[k] += a * w[k];
+      }
+    }
+  }
+};
+
+// The frozen linear layers' products, portable: y[n][c] for output columns [c0, c1) (whole
+// panels) from the packed W^T, and dx[n][k] for columns [k0, k1) of dx from the row-major W.
+struct PortableLinear {
+  static void forward(const float* x, int M, int K, const float* packed, int N, float* y, int c0, int c1) {
+    for (int j0 = c0; j0 < c1; j0 += kPanel) {
+      const float* panel = packed + size_t(j0) * K;
+      const int live = std::min(kPanel, N - j0);
+      for (int n = 0; n < M; ++n) {
+        const float* row = x + size_t(n) * K;
+        float lanes[kPanel] = {};
+        for (int k = 0; k < K; ++k)
+          for (int l = 0; l < kPanel; ++l) lanes[l] += row[k] * panel[size_t(k) * kPanel + l];
+        std::memcpy(y + size_t(n) * N + j0, lanes, sizeof(float) * live);
+      }
+    }
+  }
+
+  static void backward(const float* dy, int M, int N, const float* w, int K, float* dx, int k0, int k1) {
+    for (int n = 0; n < M; ++n) {
+      float* out = dx + size_t(n) * K;
+      std::fill(out + k0, out + k1, 0.0f);
+      for (int j = 0; j < N; ++j) {
+        const float a = dy[size_t(n) * N + j];
+        const float* row = w + size_t(j) * K;
+        for (int k = k0; k < k1; ++k) out[k] += a * row[k];
       }
     }
   }
@@ -317,6 +355,48 @@ struct Kernels {
   }
 };
 
+// The frozen linear layers' products with the head's tiles. Forward: for each group of panels
+// (kFwdPanels x 16 output columns, K x 48 floats of W^T that stay in L2), every row tile of x;
+// the last panel of a W with N % 16 != 0 goes through a scratch tile so y's row stride can be N.
+// Backward: for each strip of dx's columns, W's rows in chunks that stay in L1, every row tile.
+struct Linear {
+  // Rows of W per backward chunk. Longer chunks load and store the dx tile less often; measured
+  // (M = 60, two threads), 64 / 192 / 512 / all rows: 636 / 575 / 555 / 543 us for W 1536 x 576,
+  // with 512 and beyond within noise of each other.
+  static constexpr int kBackwardChunk = 512;
+  static void forward(const float* x, int M, int K, const float* packed, int N, float* y, int c0, int c1) {
+    alignas(64) float edge[kFwdRows * kFwdPanels * kPanel];
+    for (int j0 = c0; j0 < c1; j0 += kFwdPanels * kPanel) {
+      const int q = std::min(kFwdPanels, (c1 - j0 + kPanel - 1) / kPanel);
+      const int live = std::min(q * kPanel, N - j0);
+      const float* w = packed + size_t(j0) * K;
+      for (int n0 = 0; n0 < M; n0 += kFwdRows) {
+        const int r = std::min(kFwdRows, M - n0);
+        if (live == q * kPanel) {
+          kLogitsTiles[r - 1][q - 1](x + size_t(n0) * K, K, w, y + size_t(n0) * N + j0, N, nullptr, 0);
+        } else {
+          kLogitsTiles[r - 1][q - 1](x + size_t(n0) * K, K, w, edge, q * kPanel, nullptr, 0);
+          for (int i = 0; i < r; ++i) std::memcpy(y + size_t(n0 + i) * N + j0, edge + size_t(i) * q * kPanel, sizeof(float) * live);
+        }
+      }
+    }
+  }
+
+  static void backward(const float* dy, int M, int N, const float* w, int K, float* dx, int k0, int k1) {
+    for (int n = 0; n < M; ++n) std::fill(dx + size_t(n) * K + k0, dx + size_t(n) * K + k1, 0.0f);
+    for (int c0 = k0; c0 < k1; c0 += kBwdVecs * 16) {
+      const int q = std::min(kBwdVecs, (k1 - c0) / 16);
+      for (int j0 = 0; j0 < N; j0 += kBackwardChunk) {
+        const int count = std::min(kBackwardChunk, N - j0);
+        for (int n0 = 0; n0 < M; n0 += kBwdRows) {
+          const int r = std::min(kBwdRows, M - n0);
+          kAccumulateTiles[r - 1][q - 1](dy + size_t(n0) * N + j0, N, count, w + size_t(j0) * K + c0, K, dx + size_t(n0) * K + c0);
+        }
+      }
+    }
+  }
+};
+
 bool usable(int dim) {
   return dim % 16 == 0 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma");
 }
@@ -428,6 +508,114 @@ void run(const Problem& p, int threads) {
   }
 }
 
+// Threads kept between calls for the frozen linear layers. A layer's product takes 0.1-0.7 ms
+// and a training step makes dozens of them; starting and joining a std::thread costs ~65 us on
+// the 2-core VM this was measured on (as much as a k/v projection's whole product), a wake-up
+// of a parked one ~10x less. Helpers spin briefly after a job, since the next product usually
+// follows within microseconds, and then sleep so they do not compete with BLAS's own threads.
+class WorkerPool {
+ public:
+  static WorkerPool& instance() {
+    // Never destroyed: its threads are parked for the life of the process (a static destructor
+    // would have to join them while the interpreter shuts down).
+    static WorkerPool* pool = new WorkerPool();
+    return *pool;
+  }
+
+  // Runs `work` on `threads` threads, the caller's included, and returns when all have returned.
+  void run(int threads, const std::function<void()>& work) {
+    std::lock_guard<std::mutex> one_job_at_a_time(run_mutex_);
+    const int helpers = std::max(0, threads - 1);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      while (int(workers_.size()) < helpers) {
+        const int index = int(workers_.size());
+        workers_.emplace_back([this, index]() { serve(index); });
+      }
+      job_ = &work;
+      helpers_ = helpers;
+      remaining_.store(helpers, std::memory_order_relaxed);
+      published_.fetch_add(1, std::memory_order_release);
+    }
+    wake_.notify_all();
+    work();
+    const auto deadline = std::chrono::steady_clock::now() + kSpin;
+    while (remaining_.load(std::memory_order_acquire) != 0 && std::chrono::steady_clock::now() < deadline) pause();
+    if (remaining_.load(std::memory_order_acquire) != 0) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_.wait(lock, [this]() { return remaining_.load(std::memory_order_acquire) == 0; });
+    }
+  }
+
+ private:
+  static constexpr std::chrono::microseconds kSpin{50};
+
+  static void pause() {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+  }
+
+  void serve(int index) {
+    uint64_t seen = 0;
+    for (;;) {
+      const auto deadline = std::chrono::steady_clock::now() + kSpin;
+      while (published_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < deadline) pause();
+      const std::function<void()>* job;
+      int helpers;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&]() { return published_.load(std::memory_order_relaxed) != seen; });
+        seen = published_.load(std::memory_order_relaxed);
+        job = job_;
+        helpers = helpers_;
+      }
+      if (index >= helpers) continue;
+      (*job)();
+      if (remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        done_.notify_one();
+      }
+    }
+  }
+
+  std::mutex run_mutex_;
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  std::vector<std::thread> workers_;
+  const std::function<void()>* job_ = nullptr;
+  int helpers_ = 0;
+  std::atomic<uint64_t> published_{0};
+  std::atomic<int> remaining_{0};
+};
+
+// The frozen linear layers: output columns cut into strips that threads take from a counter.
+// Every element of the result is computed by the same loop whatever strip holds it, so the
+// result does not depend on the number of threads. A strip is a whole number of register tiles.
+template <class L>
+void linear_forward(const float* x, int M, int K, const float* packed, int N, float* y, int threads) {
+  constexpr int kStrip = 3 * kPanel;  // the AVX-512 tile's width (kFwdPanels panels)
+  const int strips = (N + kStrip - 1) / kStrip;
+  std::atomic<int> next{0};
+  const std::function<void()> work = [&]() {
+    for (int i = next.fetch_add(1); i < strips; i = next.fetch_add(1))
+      L::forward(x, M, K, packed, N, y, i * kStrip, std::min(N, (i + 1) * kStrip));
+  };
+  WorkerPool::instance().run(std::max(1, std::min(threads, strips)), work);
+}
+
+template <class L>
+void linear_backward(const float* dy, int M, int N, const float* w, int K, float* dx, int threads) {
+  constexpr int kStrip = 3 * 16;  // the AVX-512 tile's width (kBwdVecs vectors)
+  const int strips = (K + kStrip - 1) / kStrip;
+  std::atomic<int> next{0};
+  const std::function<void()> work = [&]() {
+    for (int i = next.fetch_add(1); i < strips; i = next.fetch_add(1))
+      L::backward(dy, M, N, w, K, dx, i * kStrip, std::min(K, (i + 1) * kStrip));
+  };
+  WorkerPool::instance().run(std::max(1, std::min(threads, strips)), work);
+}
+
 }  // namespace
 
 extern "C" {
@@ -481,6 +669,36 @@ int tunelab_fused_cross_entropy(const float* x, const int32_t* targets, int rows
   }
 #endif
   run<Portable>(p, threads);
+  return 0;
+}
+
+// Which path the linear products take for an input width K: "avx512" or "portable".
+const char* tunelab_linear_path(int in_features, int force_portable) { return tunelab_fused_cross_entropy_path(in_features, force_portable); }
+
+// y (M x N) = x (M x K) @ W^T, with packed = tunelab_pack_head(W, N, K, .) for W (N x K) row-major.
+// Returns 1 when a size is not positive; threads < 1 means one.
+int tunelab_linear_forward(const float* x, int rows, int in_features, const float* packed, int out_features, float* y, int threads, int force_portable) {
+  if (rows <= 0 || in_features <= 0 || out_features <= 0) return 1;
+#if defined(TUNELAB_AVX512_PATH)
+  if (!force_portable && avx512::usable(in_features)) {
+    linear_forward<avx512::Linear>(x, rows, in_features, packed, out_features, y, threads);
+    return 0;
+  }
+#endif
+  linear_forward<PortableLinear>(x, rows, in_features, packed, out_features, y, threads);
+  return 0;
+}
+
+// dx (M x K) = dy (M x N) @ W, for W (N x K) row-major. Returns 1 when a size is not positive.
+int tunelab_linear_backward(const float* dy, int rows, int out_features, const float* weight, int in_features, float* dx, int threads, int force_portable) {
+  if (rows <= 0 || in_features <= 0 || out_features <= 0) return 1;
+#if defined(TUNELAB_AVX512_PATH)
+  if (!force_portable && avx512::usable(in_features)) {
+    linear_backward<avx512::Linear>(dy, rows, out_features, weight, in_features, dx, threads);
+    return 0;
+  }
+#endif
+  linear_backward<PortableLinear>(dy, rows, out_features, weight, in_features, dx, threads);
   return 0;
 }
 
