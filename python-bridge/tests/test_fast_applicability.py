@@ -142,6 +142,38 @@ def test_native_linears_are_used_by_default_and_off_under_compile() -> None:
     assert not fast.plan(prepare(6, 2), fast.FastOptions(native_linears=False)).native_linears.applies
 
 
+def test_host_attention_is_used_by_default_and_off_under_compile() -> None:
+    plan = fast.plan(prepare(6, 2))
+    assert plan.host_attention.applies and "blocks 4-5" in plan.host_attention.reason
+    compiled = fast.plan(prepare(6, 2), fast.FastOptions(compile=True))
+    assert not compiled.host_attention.applies and "cannot be traced" in compiled.host_attention.reason
+    assert compiled.summary()["host_attention"]["used"] is False
+    assert not fast.plan(prepare(6, 2), fast.FastOptions(host_attention=False)).host_attention.applies
+
+
+def test_host_attention_off_for_a_traditional_rope_and_training_stays_exact() -> None:
+    import mlx.nn as nn
+
+    def traditional_rope_in_block_five(model) -> None:
+        attn = model.model.layers[5].self_attn
+        attn.rope = nn.RoPE(attn.rope.dims, traditional=True, base=attn.rope.base)
+
+    model = prepare(6, 2)
+    traditional_rope_in_block_five(model)
+    decision = fast.plan(model).host_attention
+    assert not decision.applies and "rotary embedding" in decision.reason
+    reference, candidate, plan, loss_fn = run_pair(layers=2, batch_size=2, tweak=traditional_rope_in_block_five)
+    assert not plan.host_attention.applies and not loss_fn.plan.anatomy.host_attention
+    assert_same_training(reference, candidate)
+
+
+def test_host_attention_off_for_half_precision_blocks() -> None:
+    model = prepare(6, 2)
+    model.set_dtype(mx.float16)
+    decision = fast.plan(model).host_attention
+    assert not decision.applies and "float16" in decision.reason
+
+
 def test_native_linears_off_for_a_projection_with_a_bias() -> None:
     import mlx.nn as nn
 

@@ -13,7 +13,7 @@ from tunelab_bridge import fast
 
 STEPS = 20
 ALL_ON = fast.FastOptions(compile=True)  # compile is opt-in; the default is every other one
-NONE = dict(prefix_cache=False, loss_head=False, tail_queries=False, trim_padding=False, host_activations=False, fused_head=False, native_linears=False, compile=False)
+NONE = dict(prefix_cache=False, loss_head=False, tail_queries=False, trim_padding=False, host_activations=False, fused_head=False, native_linears=False, host_attention=False, compile=False)
 EACH_ALONE = {
     "prefix-cache": fast.FastOptions(**{**NONE, "prefix_cache": True}),
     "loss-head": fast.FastOptions(**{**NONE, "loss_head": True}),
@@ -22,6 +22,7 @@ EACH_ALONE = {
     "host-activations": fast.FastOptions(**{**NONE, "host_activations": True}),
     "fused-head": fast.FastOptions(**{**NONE, "loss_head": True, "fused_head": True}),
     "native-linears": fast.FastOptions(**{**NONE, "native_linears": True}),
+    "host-attention": fast.FastOptions(**{**NONE, "host_attention": True}),
     "compile": fast.FastOptions(**{**NONE, "compile": True}),
     "all-but-compile": fast.FastOptions(compile=False),
     "default": fast.FastOptions(),
@@ -71,6 +72,8 @@ def test_each_optimisation_alone_and_together(name: str) -> None:
     assert plan.fused_head.applies == (wanted.fused_head and wanted.loss_head), plan.fused_head.reason
     # Native frozen projections, like host activations, need the uncompiled step.
     assert plan.native_linears.applies == (wanted.native_linears and not wanted.compile), plan.native_linears.reason
+    # Host RoPE + attention, likewise (the tiny llama's rope is the supported nn.RoPE kind).
+    assert plan.host_attention.applies == (wanted.host_attention and not wanted.compile), plan.host_attention.reason
 
 
 @pytest.mark.parametrize(

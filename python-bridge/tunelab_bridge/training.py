@@ -308,6 +308,7 @@ def optimisations_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
         "host_activations": decision("host_activations"),
         "fused_head": decision("fused_head"),
         "native_linears": decision("native_linears"),
+        "host_attention": decision("host_attention"),
     }
 
 

@@ -11,6 +11,8 @@
                     llama blocks run through a copy of their code, the last one from the first
                     loss position on (tail queries)
 - host_ops.py       SwiGLU computed with NumPy on the CPU (same values; MLX's x86 exp is scalar)
+- host_attention.py RoPE and grouped-query attention of the mirrored blocks computed with NumPy
+                    on the CPU, forward and backward (same values; MLX's x86 sin/cos/exp are scalar)
 - bucketing.py      batches cut to their longest row (shapes bucketed only for compiled traces)
 - compiled_step.py  mx.compile of the model's part of the step (opt-in: FastOptions.compile;
                     the uncompiled step with the host-side softmax measured faster on CPU)

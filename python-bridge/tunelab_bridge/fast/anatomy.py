@@ -38,6 +38,9 @@ class Anatomy:
     # Replacements for frozen linear layers inside mirrored blocks, keyed by id() of the layer
     # (fast/frozen_linear.py); a LoRALinear whose base layer is here keeps its adapter in MLX.
     frozen_linears: Dict[int, Callable[[mx.array], mx.array]] = field(default_factory=dict)
+    # RoPE + attention for mirrored blocks, keyed by id() of the block's attention module
+    # (fast/host_attention.py): f(q, k, v, start) from the projections to o_proj's input.
+    host_attention: Dict[int, Callable[..., mx.array]] = field(default_factory=dict)
 
     def embed_tokens(self, tokens: mx.array) -> mx.array:
         return self.embed(tokens)
@@ -69,26 +72,23 @@ class Anatomy:
         For llama blocks this is the same arithmetic as `llama.TransformerBlock.__call__`, written
         out so that (a) from `start` > 0 only the positions the loss can look at run queries,
         the output projection and the MLP, while every position still supplies keys and values,
-        and (b) the SwiGLU can be swapped for an exact equivalent that is faster on this device.
+        and (b) the SwiGLU and the rope + attention can be swapped for exact equivalents that are
+        faster on this device.
         Other blocks are called as they are (start must then be 0)."""
-        batch, length, _ = h.shape
         if not self.mirrors(block):
             assert start == 0, "only mirrored blocks run from a later position"
-            return block(h, "causal" if length > 1 else None, cache=None)
+            return block(h, "causal" if h.shape[1] > 1 else None, cache=None)
         attn = block.self_attn
-        span = length - start
         normed = block.input_layernorm(h)
-        queries = self._project(attn.q_proj, normed[:, start:] if start else normed).reshape(batch, span, attn.n_heads, -1).transpose(0, 2, 1, 3)
-        keys = self._project(attn.k_proj, normed).reshape(batch, length, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
-        values = self._project(attn.v_proj, normed).reshape(batch, length, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
-        queries = attn.rope(queries, offset=start)
-        keys = attn.rope(keys)
-        if start:
-            mask = mx.arange(start, length)[:, None] >= mx.arange(length)[None, :]
+        queries = self._project(attn.q_proj, normed[:, start:] if start else normed)
+        keys = self._project(attn.k_proj, normed)
+        values = self._project(attn.v_proj, normed)
+        host_attention = self.host_attention.get(id(attn)) if self.host_attention else None
+        if host_attention is not None and queries.dtype == mx.float32:
+            # Computed in float32 on the host: only exact where the activations are float32.
+            out = host_attention(queries, keys, values, start)
         else:
-            mask = "causal" if length > 1 else None
-        out = mx.fast.scaled_dot_product_attention(queries, keys, values, scale=attn.scale, mask=mask)
-        out = out.transpose(0, 2, 1, 3).reshape(batch, span, -1)
+            out = mlx_rope_attention(attn, queries, keys, values, start)
         hidden = (h[:, start:] if start else h) + self._project(attn.o_proj, out)
         mlp = block.mlp
         normed = block.post_attention_layernorm(hidden)
@@ -111,6 +111,24 @@ class Anatomy:
             z = (module.dropout(x) @ module.lora_a) @ module.lora_b
             return y + (module.scale * z).astype(x.dtype)
         return module(x)
+
+
+def mlx_rope_attention(attn: nn.Module, queries: mx.array, keys: mx.array, values: mx.array, start: int) -> mx.array:
+    """llama.Attention's rope and attention for projected (B, span, H*d) queries and (B, L, Hkv*d)
+    keys and values, queries at positions start.. seeing keys up to their own position."""
+    batch, span, _ = queries.shape
+    length = keys.shape[1]
+    queries = queries.reshape(batch, span, attn.n_heads, -1).transpose(0, 2, 1, 3)
+    keys = keys.reshape(batch, length, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+    values = values.reshape(batch, length, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+    queries = attn.rope(queries, offset=start)
+    keys = attn.rope(keys)
+    if start:
+        mask = mx.arange(start, length)[:, None] >= mx.arange(length)[None, :]
+    else:
+        mask = "causal" if length > 1 else None
+    out = mx.fast.scaled_dot_product_attention(queries, keys, values, scale=attn.scale, mask=mask)
+    return out.transpose(0, 2, 1, 3).reshape(batch, span, -1)
 
 
 def _mlx_lm_swiglu(gate: mx.array, up: mx.array) -> mx.array:

@@ -31,6 +31,7 @@ class FastOptions:
     host_activations: bool = field(default=True, metadata={"help": "On the CPU, compute the blocks' SwiGLU with NumPy (MLX's x86 CPU exp is scalar; same values)."})
     fused_head: bool = field(default=True, metadata={"help": "On the CPU, compute the vocabulary logits, softmax and their gradient in one native pass over the frozen head weight (host_kernels.cpp) instead of two BLAS products."})
     native_linears: bool = field(default=True, metadata={"help": "On the CPU, compute the adapted blocks' frozen projections (x @ W^T and its input gradient) with native kernels over a copy of W packed once per run (host_kernels.cpp) instead of BLAS, which re-packs W at every call."})
+    host_attention: bool = field(default=True, metadata={"help": "On the CPU, compute the blocks' RoPE and attention with NumPy, from the projections to the output projection's input (MLX's x86 CPU sin/cos and softmax exp are scalar; same values)."})
     compile: bool = field(default=False, metadata={"help": "mx.compile the model's part of the step (one trace per bucketed shape). Off by default: with the loss head's softmax on the host, only the blocks and logits can be traced, and that measured slower than the uncompiled step on CPU (0.14 vs 0.117 s/step, SmolLM2-135M, 2 cores)."})
 
 
@@ -57,10 +58,11 @@ class FastPlan:
     prefix_cache_bytes: int
     fused_head: Decision = field(default_factory=lambda: Decision(False, "not planned"))
     native_linears: Decision = field(default_factory=lambda: Decision(False, "not planned"))
+    host_attention: Decision = field(default_factory=lambda: Decision(False, "not planned"))
 
     @property
     def any(self) -> bool:
-        return any(d.applies for d in (self.prefix_cache, self.loss_head, self.tail_queries, self.trim_padding, self.host_activations, self.compile, self.fused_head, self.native_linears))
+        return any(d.applies for d in (self.prefix_cache, self.loss_head, self.tail_queries, self.trim_padding, self.host_activations, self.compile, self.fused_head, self.native_linears, self.host_attention))
 
     def summary(self) -> Dict[str, Dict[str, object]]:
         """For the run's summary table and `TuneResult.optimisations`."""
@@ -73,6 +75,7 @@ class FastPlan:
             "compile": self.compile.as_dict(),
             "fused_head": self.fused_head.as_dict(),
             "native_linears": self.native_linears.as_dict(),
+            "host_attention": self.host_attention.as_dict(),
         }
 
 
@@ -91,7 +94,7 @@ def plan(model: nn.Module, options: Optional[FastOptions] = None) -> FastPlan:
     anatomy, why_not = recognise(model)
     if anatomy is None:
         off = Decision(False, why_not)
-        return FastPlan(None, 0, 0, off, off, off, off, off, off, 0, fused_head=off, native_linears=off)
+        return FastPlan(None, 0, 0, off, off, off, off, off, off, 0, fused_head=off, native_linears=off, host_attention=off)
 
     blocks = anatomy.blocks
     adapted = [i for i, b in enumerate(blocks) if _has_trainable(b)]
@@ -168,7 +171,30 @@ def plan(model: nn.Module, options: Optional[FastOptions] = None) -> FastPlan:
         prefix_cache_bytes=int(max(0.0, options.prefix_cache_mb) * 2**20),
         fused_head=_fused_head(model, anatomy, head, options),
         native_linears=_native_linears(model, anatomy, first, compiled, options),
+        host_attention=_host_attention(anatomy, first, compiled, options),
     )
+
+
+def _host_attention(anatomy: Anatomy, first: int, compiled: Decision, options: FastOptions) -> Decision:
+    from .host_attention import supports
+
+    if not options.host_attention:
+        return Decision(False, "turned off")
+    if compiled.applies:
+        return Decision(False, "the compiled step traces the blocks, and a host computation cannot be traced")
+    if mx.default_device() != mx.cpu:
+        return Decision(False, "the model runs on the GPU, where MLX's own attention kernels are fast")
+    blocks = anatomy.blocks[first:]
+    if not blocks or not all(anatomy.mirrors(b) for b in blocks):
+        return Decision(False, "the adapted blocks are not llama blocks whose code the fast path mirrors")
+    if not all(supports(b.self_attn) for b in blocks):
+        return Decision(False, "the adapted blocks' rotary embedding is not plain non-traditional RoPE over the whole head (scaled, traditional or partial rotations keep MLX's attention)")
+    dtypes = {_projection_dtype(b.self_attn.q_proj) for b in blocks}
+    if dtypes != {mx.float32}:
+        # The host computes in float32; MLX's attention in a half type would round differently.
+        named = ", ".join(sorted(str(t).rsplit(".", 1)[-1] for t in dtypes))
+        return Decision(False, f"the adapted blocks compute in {named}, and the host attention is float32 (exact only for float32 activations)")
+    return Decision(True, f"RoPE and attention of blocks {first}-{len(anatomy.blocks) - 1} computed with NumPy (cos/sin tabled once per length, vectorised exp; MLX's CPU sin, cos and exp are scalar)")
 
 
 def _fused_head(model: nn.Module, anatomy: Anatomy, head: Decision, options: FastOptions) -> Decision:
@@ -198,6 +224,13 @@ def _fused_head(model: nn.Module, anatomy: Anatomy, head: Decision, options: Fas
         return Decision(False, "the kernel's fast path needs AVX-512 (and a hidden size that is a multiple of 16); its portable loops are slower than MLX's BLAS products")
     how = f"{host_kernels.PORTABLE_ENV} forces the portable loops" if forced else "AVX-512"
     return Decision(True, f"logits, softmax and gradient in one native pass over the head weight ({how})")
+
+
+def _projection_dtype(module: nn.Module):
+    """The dtype a (LoRA-wrapped, possibly quantized) projection's output has: its weight's, or
+    for quantized layers its scales'."""
+    base = getattr(module, "linear", module)
+    return base["scales"].dtype if "scales" in base else base.weight.dtype
 
 
 def _native_linears(model: nn.Module, anatomy: Anatomy, first: int, compiled: Decision, options: FastOptions) -> Decision:

@@ -13,6 +13,7 @@ from mlx_lm.tuner.trainer import default_loss
 
 from .applicability import FastPlan
 from .bucketing import BUCKET, layout
+from .host_attention import host_attentions
 from .host_ops import swiglu as host_swiglu
 from .compiled_step import compiled_loss, compiled_value_and_grad
 from .frozen_linear import block_projections, frozen_linears
@@ -34,6 +35,12 @@ class FastLossFn:
             return
         if fast_plan.host_activations.applies:
             anatomy.swiglu = host_swiglu
+        # RoPE and attention on the host for the adapted blocks only. The frozen blocks keep MLX's
+        # attention: the prefix cache computes them over padded rows, the step without it over
+        # trimmed ones, and MLX gives both the same bits where BLAS-backed products do not (their
+        # kernels change with the matrix shape), which would make a run depend on the cache.
+        first = fast_plan.first_adapted_block
+        anatomy.host_attention = host_attentions(anatomy.blocks[first:]) if fast_plan.host_attention.applies else {}
         if fast_plan.prefix_cache.applies:
             self.cache = PrefixCache(anatomy, fast_plan.first_adapted_block, fast_plan.prefix_cache_bytes)
         start = fast_plan.first_adapted_block if self.cache is not None else 0
