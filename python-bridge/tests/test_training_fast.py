@@ -47,7 +47,7 @@ def test_prefix_cache_on_and_off_train_the_same_adapter(tiny_model_dir, tmp_path
     for name in ("loss_head", "bucketing"):
         assert on[2][name]["used"] is True, on[2]
     # mx.compile is opt-in (FastOptions.compile): the uncompiled step measured faster on CPU.
-    assert on[2]["compiled"]["used"] is False and "off by default" in on[2]["compiled"]["reason"], on[2]
+    assert on[2]["compiled"]["used"] is False and "not by default" in on[2]["compiled"]["reason"], on[2]
 
 
 def test_layers_covering_every_block_turn_the_cache_off_with_a_reason(tiny_model_dir, tmp_path):

@@ -9,14 +9,13 @@ The weight gets no gradient: only the input's cotangent is computed.
 
 from __future__ import annotations
 
-import ctypes
 from typing import Callable, Dict, Iterable, Optional
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .fused_head import PANEL, _aligned_empty, _float_pointer, _usable_cores
+from .host_buffers import PANEL, aligned_empty, float_pointer, usable_cores
 
 # The projections of a llama block that Anatomy.run_block calls, as (submodule, attribute).
 BLOCK_PROJECTIONS = (
@@ -67,9 +66,9 @@ class FrozenLinear:
         self._source = weight
         self.weight = np.ascontiguousarray(np.asarray(weight))
         panels = -(-self.out_features // PANEL)
-        self.packed = _aligned_empty(panels * PANEL * self.in_features)
-        lib.tunelab_pack_head(_float_pointer(self.weight), self.out_features, self.in_features, _float_pointer(self.packed))
-        self.threads = threads or _usable_cores()
+        self.packed = aligned_empty(panels * PANEL * self.in_features)
+        lib.tunelab_pack_head(float_pointer(self.weight), self.out_features, self.in_features, float_pointer(self.packed))
+        self.threads = threads or usable_cores()
         self.portable = host_kernels.portable_forced() if portable is None else portable
         self.path = lib.tunelab_linear_path(self.in_features, int(self.portable)).decode()
         self._project = self._make_custom_function()
@@ -83,7 +82,7 @@ class FrozenLinear:
         x = np.ascontiguousarray(rows, dtype=np.float32)
         y = np.empty((x.shape[0], self.out_features), dtype=np.float32)
         if x.shape[0]:
-            self._lib.tunelab_linear_forward(_float_pointer(x), x.shape[0], self.in_features, _float_pointer(self.packed), self.out_features, _float_pointer(y), self.threads, int(self.portable))
+            self._lib.tunelab_linear_forward(float_pointer(x), x.shape[0], self.in_features, float_pointer(self.packed), self.out_features, float_pointer(y), self.threads, int(self.portable))
         return y
 
     def backward(self, cotangent: np.ndarray) -> np.ndarray:
@@ -91,7 +90,7 @@ class FrozenLinear:
         dy = np.ascontiguousarray(cotangent, dtype=np.float32)
         dx = np.empty((dy.shape[0], self.in_features), dtype=np.float32)
         if dy.shape[0]:
-            self._lib.tunelab_linear_backward(_float_pointer(dy), dy.shape[0], self.out_features, _float_pointer(self.weight), self.in_features, _float_pointer(dx), self.threads, int(self.portable))
+            self._lib.tunelab_linear_backward(float_pointer(dy), dy.shape[0], self.out_features, float_pointer(self.weight), self.in_features, float_pointer(dx), self.threads, int(self.portable))
         return dx
 
     def _make_custom_function(self) -> Callable[[mx.array], mx.array]:

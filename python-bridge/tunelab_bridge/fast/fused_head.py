@@ -13,32 +13,12 @@ computed in the forward and kept for the backward; the weight is frozen and gets
 from __future__ import annotations
 
 import ctypes
-import os
 from typing import Optional, Tuple
 
 import mlx.core as mx
 import numpy as np
 
-PANEL = 16  # vocabulary rows per packed panel (the kernel's layout of W^T)
-
-
-def _aligned_empty(count: int) -> np.ndarray:
-    """A float32 array whose data starts on a cache line (the kernel's vector loads never split one)."""
-    buffer = np.empty(count + 16, dtype=np.float32)
-    start = (-buffer.ctypes.data % 64) // 4
-    return buffer[start : start + count]
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def _float_pointer(a: Optional[np.ndarray]):
-    return None if a is None else a.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-
+from .host_buffers import PANEL, aligned_empty, float_pointer, usable_cores
 
 class FusedHead:
     """A frozen float32 head weight prepared for the kernel: a row-major copy (for the gradient)
@@ -58,12 +38,12 @@ class FusedHead:
         self._lib = lib
         mx.eval(weight)
         self.vocab, self.dim = weight.shape
-        self.weight = _aligned_empty(self.vocab * self.dim).reshape(self.vocab, self.dim)
+        self.weight = aligned_empty(self.vocab * self.dim).reshape(self.vocab, self.dim)
         self.weight[...] = np.asarray(weight)
         panels = -(-self.vocab // PANEL)
-        self.packed = _aligned_empty(panels * PANEL * self.dim)
-        lib.tunelab_pack_head(_float_pointer(self.weight), self.vocab, self.dim, _float_pointer(self.packed))
-        self.threads = threads or _usable_cores()
+        self.packed = aligned_empty(panels * PANEL * self.dim)
+        lib.tunelab_pack_head(float_pointer(self.weight), self.vocab, self.dim, float_pointer(self.packed))
+        self.threads = threads or usable_cores()
         self.chunk = chunk
         self.portable = host_kernels.portable_forced() if portable is None else portable
         self.path = lib.tunelab_fused_cross_entropy_path(self.dim, int(self.portable)).decode()
@@ -81,15 +61,15 @@ class FusedHead:
         if n == 0:
             return ce, grad
         status = self._lib.tunelab_fused_cross_entropy(
-            _float_pointer(x),
+            float_pointer(x),
             t.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
             n,
             self.dim,
-            _float_pointer(self.weight),
-            _float_pointer(self.packed),
+            float_pointer(self.weight),
+            float_pointer(self.packed),
             self.vocab,
-            _float_pointer(ce),
-            _float_pointer(grad),
+            float_pointer(ce),
+            float_pointer(grad),
             self.threads,
             self.chunk,
             int(self.portable),
