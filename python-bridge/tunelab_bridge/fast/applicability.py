@@ -147,16 +147,9 @@ def plan(model: nn.Module, options: Optional[FastOptions] = None) -> FastPlan:
     else:
         compiled = Decision(True, "mx.compile of the blocks and logits (the softmax runs outside the trace)")
 
-    if not options.host_activations:
-        host = Decision(False, "turned off")
-    elif compiled.applies:
-        host = Decision(False, "the compiled step traces the blocks, and a host computation cannot be traced")
-    elif mx.default_device() != mx.cpu:
-        host = Decision(False, "the model runs on the GPU, where MLX's own kernels are fast")
-    elif not any(anatomy.mirrors(b) for b in blocks[first:]):
-        host = Decision(False, "the adapted blocks are not llama blocks whose code the fast path mirrors")
-    else:
-        host = Decision(True, "SwiGLU computed with NumPy (vectorised exp; MLX's CPU exp is scalar)")
+    host = _host_computation_blocked(options.host_activations, compiled, anatomy, first, "the model runs on the GPU, where MLX's own kernels are fast") or Decision(
+        True, "SwiGLU computed with NumPy (vectorised exp; MLX's CPU exp is scalar)"
+    )
 
     return FastPlan(
         anatomy=anatomy,
@@ -175,18 +168,27 @@ def plan(model: nn.Module, options: Optional[FastOptions] = None) -> FastPlan:
     )
 
 
-def _host_attention(anatomy: Anatomy, first: int, compiled: Decision, options: FastOptions) -> Decision:
-    from .host_attention import supports
-
-    if not options.host_attention:
+def _host_computation_blocked(enabled: bool, compiled: Decision, anatomy: Anatomy, first: int, on_gpu: str) -> Optional[Decision]:
+    """Why a computation moved to the host cannot run in the adapted blocks (None: it can)."""
+    if not enabled:
         return Decision(False, "turned off")
     if compiled.applies:
         return Decision(False, "the compiled step traces the blocks, and a host computation cannot be traced")
     if mx.default_device() != mx.cpu:
-        return Decision(False, "the model runs on the GPU, where MLX's own attention kernels are fast")
+        return Decision(False, on_gpu)
     blocks = anatomy.blocks[first:]
     if not blocks or not all(anatomy.mirrors(b) for b in blocks):
         return Decision(False, "the adapted blocks are not llama blocks whose code the fast path mirrors")
+    return None
+
+
+def _host_attention(anatomy: Anatomy, first: int, compiled: Decision, options: FastOptions) -> Decision:
+    from .host_attention import supports
+
+    blocked = _host_computation_blocked(options.host_attention, compiled, anatomy, first, "the model runs on the GPU, where MLX's own attention kernels are fast")
+    if blocked:
+        return blocked
+    blocks = anatomy.blocks[first:]
     if not all(supports(b.self_attn) for b in blocks):
         return Decision(False, "the adapted blocks' rotary embedding is not plain non-traditional RoPE over the whole head (scaled, traditional or partial rotations keep MLX's attention)")
     dtypes = {_projection_dtype(b.self_attn.q_proj) for b in blocks}
@@ -236,15 +238,10 @@ def _projection_dtype(module: nn.Module):
 def _native_linears(model: nn.Module, anatomy: Anatomy, first: int, compiled: Decision, options: FastOptions) -> Decision:
     from .frozen_linear import base_linear, block_projections
 
-    if not options.native_linears:
-        return Decision(False, "turned off")
-    if compiled.applies:
-        return Decision(False, "the compiled step traces the blocks, and a host computation cannot be traced")
-    if mx.default_device() != mx.cpu:
-        return Decision(False, "the model runs on the GPU, where MLX's own products are fast")
+    blocked = _host_computation_blocked(options.native_linears, compiled, anatomy, first, "the model runs on the GPU, where MLX's own products are fast")
+    if blocked:
+        return blocked
     blocks = anatomy.blocks[first:]
-    if not blocks or not all(anatomy.mirrors(b) for b in blocks):
-        return Decision(False, "the adapted blocks are not llama blocks whose code the fast path mirrors")
     trainable = {id(p) for _, p in tree_flatten(model.trainable_parameters())}
     for module in block_projections(blocks):
         base = base_linear(module)

@@ -15,7 +15,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .host_buffers import PANEL, aligned_empty, float_pointer, usable_cores
+from .host_buffers import PANEL, aligned_empty, float_pointer, library_for, portable_forced, usable_cores
 
 # The projections of a llama block that Anatomy.run_block calls, as (submodule, attribute).
 BLOCK_PROJECTIONS = (
@@ -51,15 +51,8 @@ class FrozenLinear:
     def __init__(self, weight: mx.array, threads: Optional[int] = None, portable: Optional[bool] = None):
         """threads: default one per usable core; portable: force the portable loops (default: the
         TUNELAB_HOST_KERNELS_PORTABLE environment variable)."""
-        from . import host_kernels  # not at import time: `python -m ...host_kernels` imports this package
-
-        lib, why = host_kernels.load()
-        if lib is None:
-            raise RuntimeError(why)
-        if weight.ndim != 2 or weight.dtype != mx.float32:
-            raise ValueError(f"a frozen linear takes a 2-D float32 weight, got {weight.dtype} {weight.shape}")
+        lib = library_for(weight, "a frozen linear")
         self._lib = lib
-        mx.eval(weight)
         self.out_features, self.in_features = weight.shape
         # A view of MLX's buffer where it is already row-major (no copy); the array is kept so the
         # buffer lives as long as this object.
@@ -69,7 +62,7 @@ class FrozenLinear:
         self.packed = aligned_empty(panels * PANEL * self.in_features)
         lib.tunelab_pack_head(float_pointer(self.weight), self.out_features, self.in_features, float_pointer(self.packed))
         self.threads = threads or usable_cores()
-        self.portable = host_kernels.portable_forced() if portable is None else portable
+        self.portable = portable_forced() if portable is None else portable
         self.path = lib.tunelab_linear_path(self.in_features, int(self.portable)).decode()
         self._project = self._make_custom_function()
 

@@ -18,7 +18,7 @@ from typing import Optional, Tuple
 import mlx.core as mx
 import numpy as np
 
-from .host_buffers import PANEL, aligned_empty, float_pointer, usable_cores
+from .host_buffers import PANEL, aligned_empty, float_pointer, library_for, portable_forced, usable_cores
 
 class FusedHead:
     """A frozen float32 head weight prepared for the kernel: a row-major copy (for the gradient)
@@ -28,15 +28,8 @@ class FusedHead:
         """threads: default one per usable core; portable: force the portable loops (default: the
         TUNELAB_HOST_KERNELS_PORTABLE environment variable); chunk: vocabulary rows per chunk
         (0: the kernel's tuned default; tests use small chunks to cross many boundaries)."""
-        from . import host_kernels  # not at import time: `python -m ...host_kernels` imports this package
-
-        lib, why = host_kernels.load()
-        if lib is None:
-            raise RuntimeError(why)
-        if weight.ndim != 2 or weight.dtype != mx.float32:
-            raise ValueError(f"the fused head takes a 2-D float32 weight, got {weight.dtype} {weight.shape}")
+        lib = library_for(weight, "the fused head")
         self._lib = lib
-        mx.eval(weight)
         self.vocab, self.dim = weight.shape
         self.weight = aligned_empty(self.vocab * self.dim).reshape(self.vocab, self.dim)
         self.weight[...] = np.asarray(weight)
@@ -45,7 +38,7 @@ class FusedHead:
         lib.tunelab_pack_head(float_pointer(self.weight), self.vocab, self.dim, float_pointer(self.packed))
         self.threads = threads or usable_cores()
         self.chunk = chunk
-        self.portable = host_kernels.portable_forced() if portable is None else portable
+        self.portable = portable_forced() if portable is None else portable
         self.path = lib.tunelab_fused_cross_entropy_path(self.dim, int(self.portable)).decode()
         self._cross_entropy = self._make_custom_function()
 

@@ -1,5 +1,5 @@
-"""NumPy buffers as the native host kernels (csrc/host_kernels.cpp) take them, and how many
-threads they may use."""
+"""What the native host kernels' callers share: the loaded library for a weight, NumPy buffers
+as the kernels take them (csrc/host_kernels.cpp), and how many threads they may use."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import ctypes
 import os
 from typing import Optional
 
+import mlx.core as mx
 import numpy as np
 
 PANEL = 16  # rows of W per packed panel (the kernels' layout of W^T)
@@ -28,3 +29,24 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+def library_for(weight: mx.array, what: str) -> ctypes.CDLL:
+    """The host kernels' library for a frozen `weight` (checked 2-D float32 and evaluated);
+    RuntimeError with the one-sentence reason when the library is unavailable."""
+    from . import host_kernels  # not at import time: `python -m ...host_kernels` imports this package
+
+    lib, why = host_kernels.load()
+    if lib is None:
+        raise RuntimeError(why)
+    if weight.ndim != 2 or weight.dtype != mx.float32:
+        raise ValueError(f"{what} takes a 2-D float32 weight, got {weight.dtype} {weight.shape}")
+    mx.eval(weight)
+    return lib
+
+
+def portable_forced() -> bool:
+    """Whether the environment forces the kernels' portable loops (see host_kernels.PORTABLE_ENV)."""
+    from . import host_kernels
+
+    return host_kernels.portable_forced()
