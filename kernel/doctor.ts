@@ -28,6 +28,10 @@ try:
 except Exception as error:
     out["mlx_lm_error"] = str(error)
 out["blas"] = blas_report()
+if sys.platform.startswith("linux"):
+    from tunelab_bridge.fast import host_kernels
+    lib, why = host_kernels.load()
+    out["host_kernels"] = {"path": getattr(lib, "_name", None), "fast": lib.tunelab_linear_path(16, 0).decode() == "avx512" if lib else False, "why": why or None}
 print("TUNELAB_DOCTOR " + json.dumps(out))
 `;
 
@@ -41,6 +45,8 @@ export interface BridgeReport {
   metal: boolean;
   cuda: boolean;
   blas: BlasInfo & { warning?: string | null };
+  /** Linux: the native kernels %tune's CPU step uses (fused head, frozen projections). */
+  host_kernels?: { path: string | null; fast: boolean; why: string | null };
 }
 
 export interface DoctorReport {
@@ -89,6 +95,12 @@ export function formatDoctor(d: DoctorReport): string {
     lines.push(`BLAS:           ${b.blas.name}, ${rate}`);
     if (b.blas.path) lines.push(`                ${b.blas.path}`);
     if (b.blas.reference) lines.push(`WARNING:        ${b.blas.warning ?? "MLX runs on the slow reference BLAS; run `npm run setup` to install OpenBLAS."}`);
+    const k = b.host_kernels;
+    if (k) {
+      if (!k.path) lines.push(`host kernels:   unavailable: ${k.why}; %tune computes the head and projections with MLX`);
+      else if (!k.fast) lines.push(`host kernels:   built, but this CPU has no AVX-512: %tune computes the head and projections with MLX (${k.path})`);
+      else lines.push(`host kernels:   AVX-512 (${k.path})`);
+    }
   } else {
     lines.push(`MLX:            ${d.bridgeError}`);
   }
