@@ -78,35 +78,16 @@ def test_missing_library_names_the_setting(tmp_path: Path) -> None:
     assert str(missing) in report["warning"], report
 
 
-def test_rate_is_cached_per_library_and_only_ever_improves(tmp_path: Path) -> None:
+def test_rate_is_measured_once_per_library(tmp_path: Path) -> None:
     first = _run(["-m", "tunelab_bridge.blas", "--json"], _child_env(tmp_path))
     measurements = json.loads((tmp_path / "blas.json").read_text())
     assert [key for key in measurements if key.startswith(first["path"] + "|")], measurements
-    # A planted rate above anything measurable is what a second run reports (the best is kept).
+    # A planted rate is what a second run reports: it read the cache instead of measuring again.
     for entry in measurements.values():
         entry["gflops"] = 12345.6
     (tmp_path / "blas.json").write_text(json.dumps(measurements))
     second = _run(["-m", "tunelab_bridge.blas", "--json"], _child_env(tmp_path))
     assert second["gflops"] == 12345.6 and second["path"] == first["path"]
-    # A figure taken on a busy machine (planted far too low) is replaced by the next measurement.
-    for entry in measurements.values():
-        entry["gflops"] = 0.5
-    (tmp_path / "blas.json").write_text(json.dumps(measurements))
-    third = _run(["-m", "tunelab_bridge.blas", "--json"], _child_env(tmp_path))
-    assert third["gflops"] > 0.5
-    stored = [e["gflops"] for k, e in json.loads((tmp_path / "blas.json").read_text()).items() if k.startswith(first["path"] + "|")]
-    assert stored == [third["gflops"]]
-
-
-def test_the_reference_blas_rate_is_measured_once(tmp_path: Path) -> None:
-    env = _child_env(tmp_path, TUNELAB_BLAS="reference")
-    first = _run(["-m", "tunelab_bridge.blas", "--json"], env)
-    measurements = json.loads((tmp_path / "blas.json").read_text())
-    for entry in measurements.values():
-        entry["gflops"] = 0.5
-    (tmp_path / "blas.json").write_text(json.dumps(measurements))
-    second = _run(["-m", "tunelab_bridge.blas", "--json"], env)
-    assert first["reference"] and second["gflops"] == 0.5  # not re-measured: that takes about a second
 
 
 def test_human_report_names_the_library(tmp_path: Path) -> None:

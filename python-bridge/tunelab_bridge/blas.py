@@ -172,12 +172,8 @@ def _measure_gflops() -> float:
     return round(2 * n**3 / best / 1e9, 1)
 
 
-def _cached_gflops(library: str, refresh: bool = False) -> float:
-    """sgemm rate of this library on this machine (keyed by path, size and mtime), measured once;
-    with `refresh`, measured again and the best figure kept. Interference from other work only
-    ever lowers a measurement, so a figure taken while the machine was busy (seen: 60 GFLOP/s for
-    an OpenBLAS that does 190) is replaced by the next quieter one. A fast BLAS measures in ~30 ms;
-    the reference BLAS takes about a second, so its figure is not refreshed."""
+def _cached_gflops(library: str) -> float:
+    """sgemm rate of this library on this machine, measured once (keyed by path, size and mtime)."""
     path = cache_dir() / _MEASUREMENTS
     try:
         stat = os.stat(library)
@@ -186,12 +182,9 @@ def _cached_gflops(library: str, refresh: bool = False) -> float:
         key = f"{library}|{os.cpu_count()}"
     known = read_json(path)
     known = known if isinstance(known, dict) else {}
-    cached = known.get(key, {}).get("gflops") if isinstance(known.get(key), dict) else None
-    if isinstance(cached, (int, float)) and not refresh:
-        return float(cached)
+    if isinstance(known.get(key), dict) and isinstance(known[key].get("gflops"), (int, float)):
+        return float(known[key]["gflops"])
     gflops = _measure_gflops()
-    if isinstance(cached, (int, float)) and cached >= gflops:
-        return float(cached)
     known[key] = {"gflops": gflops, "size": _SGEMM_SIZE, "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:
         atomic_write_text(path, json.dumps(known, indent=1, sort_keys=True) + "\n")
@@ -226,7 +219,7 @@ def blas_report() -> dict[str, Any]:
             f"MLX is running on the slow reference BLAS (about 9x slower LoRA training than OpenBLAS); "
             f"to fix it, {_fix_for_reference()}."
         )
-    gflops = _cached_gflops(path, refresh=not reference) if path else None
+    gflops = _cached_gflops(path) if path else None
     return {"name": name, "path": path, "gflops": gflops, "reference": reference, "warning": warning, "threads": _threads(path) if path else None}
 
 
