@@ -7,15 +7,7 @@ import { UserFacingError } from "../../kernel/errors.js";
 import type { TuneParams } from "../../kernel/bridge/types.js";
 import { PACKAGE_ROOT } from "../../kernel/paths.js";
 import { bridgeInstalled, tempDir, tinyModelDir } from "./fixtures.js";
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { isAlive } from "../../kernel/runner/processes.js";
 
 async function waitFor(check: () => boolean, ms = 20_000): Promise<void> {
   const until = Date.now() + ms;
@@ -167,7 +159,7 @@ describe.skipIf(!bridgeInstalled)("BridgeClient with the real bridge", () => {
     const error = await run.catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ChildGoneError);
     expect((error as Error).message).toMatch(/MLX bridge stopped while working \(the bridge process was killed by SIGKILL\)/);
-    await waitFor(() => !alive(pid));
+    await waitFor(() => !isAlive(pid));
     const pong = await client.ping();
     expect(pong.pong).toBe(true);
     expect(client.pid).not.toBe(pid);
@@ -177,9 +169,9 @@ describe.skipIf(!bridgeInstalled)("BridgeClient with the real bridge", () => {
     const other = new BridgeClient({ runsDir: tempDir() });
     await other.ping();
     const pid = other.pid!;
-    expect(alive(pid)).toBe(true);
+    expect(isAlive(pid)).toBe(true);
     await other.dispose();
-    await waitFor(() => !alive(pid));
+    await waitFor(() => !isAlive(pid));
     await expect(other.ping()).rejects.toThrow(/shutting down/);
   });
 });

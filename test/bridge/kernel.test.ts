@@ -5,6 +5,7 @@ import { KernelClient, type WireMessage } from "../kernel/client.js";
 import { ensureBuilt } from "../runner/fixtures.js";
 import { PACKAGE_ROOT } from "../../kernel/paths.js";
 import { bridgeInstalled, tempDir, tinyModelDir } from "./fixtures.js";
+import { isAlive } from "../../kernel/runner/processes.js";
 
 /** The bridges a kernel started: children (by ppid) running tunelab_bridge. */
 function bridgePids(kernelPid: number): number[] {
@@ -106,16 +107,8 @@ describe.skipIf(!bridgeInstalled)("the magics through the kernel, over the Jupyt
     const pids = bridgePids(kernel.child.pid!);
     expect(pids).toHaveLength(1);
     await kernel.close();
-    const alive = (pid: number) => {
-      try {
-        process.kill(pid, 0);
-        return true;
-      } catch {
-        return false;
-      }
-    };
     const deadline = Date.now() + 30_000;
-    while (alive(pids[0]!) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    expect(alive(pids[0]!)).toBe(false);
+    while (isAlive(pids[0]!) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    expect(isAlive(pids[0]!)).toBe(false);
   });
 });

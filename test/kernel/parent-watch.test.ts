@@ -3,17 +3,9 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { isAlive } from "../../kernel/runner/processes.js";
 
 const BIN = join(import.meta.dirname, "..", "..", "bin", "tunelab.js");
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function waitFor(check: () => boolean, ms: number): Promise<boolean> {
   const until = Date.now() + ms;
@@ -44,10 +36,10 @@ describe("a kernel whose client died", () => {
     `;
     const parent = spawn(process.execPath, ["-e", parentScript], { stdio: ["ignore", "pipe", "inherit"] });
     const kernelPid = await new Promise<number>((resolve) => parent.stdout.once("data", (d: Buffer) => resolve(Number(d.toString().trim()))));
-    expect(alive(kernelPid)).toBe(true);
+    expect(isAlive(kernelPid)).toBe(true);
     await new Promise((r) => parent.once("exit", r));
     // Still alive right after its parent left is fine; it must be gone within the poll + shutdown time.
-    const gone = await waitFor(() => !alive(kernelPid), 20_000);
+    const gone = await waitFor(() => !isAlive(kernelPid), 20_000);
     if (!gone) process.kill(kernelPid, "SIGKILL");
     expect(gone).toBe(true);
   }, 60_000);
