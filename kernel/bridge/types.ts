@@ -118,7 +118,7 @@ export interface TuneResult {
   model: ModelInfo;
   blas: BlasInfo;
   /** Which speed-ups the run used; each one is switched off, with the reason, where it would not be exact. */
-  optimisations: Partial<Record<"prefix_cache" | "loss_head" | "tail_queries" | "compiled" | "bucketing" | "host_activations" | "fused_head" | "native_linears" | "host_attention", Optimisation>>;
+  optimisations: Partial<Record<"prefix_cache" | "loss_head" | "tail_queries" | "compiled" | "bucketing" | "host_activations" | "fused_head" | "native_linears" | "host_attention" | "host_step", Optimisation>>;
 }
 
 export interface GenerateParams {

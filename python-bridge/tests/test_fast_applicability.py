@@ -247,3 +247,28 @@ def test_fused_head_reads_an_untied_lm_head_and_stays_off_while_it_trains() -> N
     model.lm_head.unfreeze()
     trained = fast.plan(model).fused_head
     assert not trained.applies and "trained" in trained.reason
+
+
+def test_host_step_needs_every_host_piece_and_lora_only_training() -> None:
+    assert fast.plan(prepare(6, 2)).host_step.applies
+    assert fast.plan(prepare(6, 2)).summary()["host_step"]["used"] is True
+    assert fast.plan(prepare(6, 2), fast.FastOptions(host_step=False)).host_step.reason == "turned off"
+    decision = fast.plan(prepare(6, 2), fast.FastOptions(fused_head=False)).host_step
+    assert not decision.applies and "needs the fused head" in decision.reason
+    decision = fast.plan(prepare(6, 2), fast.FastOptions(compile=True)).host_step
+    assert not decision.applies and "needs native projections" in decision.reason
+    decision = fast.plan(prepare(6, 2, dropout=0.1)).host_step
+    assert not decision.applies and "dropout" in decision.reason
+
+
+def test_host_step_off_when_more_than_adapters_train_and_training_stays_exact() -> None:
+    def train_the_last_norm(model) -> None:
+        model.model.layers[5].post_attention_layernorm.unfreeze()
+
+    model = prepare(6, 2)
+    train_the_last_norm(model)
+    decision = fast.plan(model).host_step
+    assert not decision.applies and "more than LoRA adapters" in decision.reason
+    reference, candidate, plan, _ = run_pair(layers=2, batch_size=2, options=fast.FastOptions(), tweak=train_the_last_norm)
+    assert not plan.host_step.applies and plan.native_linears.applies
+    assert_same_training(reference, candidate)

@@ -13,7 +13,10 @@ from tunelab_bridge import fast
 
 STEPS = 20
 ALL_ON = fast.FastOptions(compile=True)  # compile is opt-in; the default is every other one
-NONE = dict(prefix_cache=False, loss_head=False, tail_queries=False, trim_padding=False, host_activations=False, fused_head=False, native_linears=False, host_attention=False, compile=False)
+NONE = dict(prefix_cache=False, loss_head=False, tail_queries=False, trim_padding=False, host_activations=False, fused_head=False, native_linears=False, host_attention=False, host_step=False, compile=False)
+# The host step needs every host piece under it; alone among them it means "all host pieces,
+# through MLX's autodiff" (host_step=False) versus "written out" (True).
+HOST_PIECES = dict(loss_head=True, host_activations=True, fused_head=True, native_linears=True, host_attention=True)
 EACH_ALONE = {
     "prefix-cache": fast.FastOptions(**{**NONE, "prefix_cache": True}),
     "loss-head": fast.FastOptions(**{**NONE, "loss_head": True}),
@@ -23,6 +26,8 @@ EACH_ALONE = {
     "fused-head": fast.FastOptions(**{**NONE, "loss_head": True, "fused_head": True}),
     "native-linears": fast.FastOptions(**{**NONE, "native_linears": True}),
     "host-attention": fast.FastOptions(**{**NONE, "host_attention": True}),
+    "host-pieces-autodiff": fast.FastOptions(**{**NONE, **HOST_PIECES}),
+    "host-step": fast.FastOptions(**{**NONE, **HOST_PIECES, "host_step": True}),
     "compile": fast.FastOptions(**{**NONE, "compile": True}),
     "all-but-compile": fast.FastOptions(compile=False),
     "default": fast.FastOptions(),
@@ -74,18 +79,38 @@ def test_each_optimisation_alone_and_together(name: str) -> None:
     assert plan.native_linears.applies == (wanted.native_linears and not wanted.compile), plan.native_linears.reason
     # Host RoPE + attention, likewise (the tiny llama's rope is the supported nn.RoPE kind).
     assert plan.host_attention.applies == (wanted.host_attention and not wanted.compile), plan.host_attention.reason
+    # The written-out step, wherever all the host pieces are on (here, no dropout and LoRA only).
+    host_pieces = all(getattr(wanted, name) for name in HOST_PIECES) and not wanted.compile
+    assert plan.host_step.applies == (wanted.host_step and host_pieces), plan.host_step.reason
 
 
+@pytest.mark.parametrize("options", ["all", "default"])
 @pytest.mark.parametrize(
     "layers,batch_size,mask_prompt",
     [(1, 1, True), (2, 3, True), (4, 1, False), (3, 4, False), (5, 2, True)],
 )
-def test_layers_batch_sizes_and_masking(layers: int, batch_size: int, mask_prompt: bool) -> None:
-    reference, candidate, plan, loss_fn = run_pair(layers=layers, batch_size=batch_size, mask_prompt=mask_prompt)
+def test_layers_batch_sizes_and_masking(layers: int, batch_size: int, mask_prompt: bool, options: str) -> None:
+    # "all" compiles the step (host pieces off); "default" is the written-out host step.
+    reference, candidate, plan, loss_fn = run_pair(layers=layers, batch_size=batch_size, mask_prompt=mask_prompt, options=EACH_ALONE[options])
     assert_same_training(reference, candidate)
+    assert plan.host_step.applies == (options == "default"), plan.host_step.reason
     assert plan.prefix_cache.applies and plan.first_adapted_block == 6 - layers
     stats = loss_fn.cache.stats
     assert stats.cached == 9 and stats.misses == 0 and stats.hits == STEPS * batch_size
+
+
+def test_host_step_with_adapters_on_every_projection_and_block() -> None:
+    # LoRA on all seven projections (k, o and the MLP's too) of every block: no frozen prefix, so
+    # the host step starts at the embedding, and every block passes its input's gradient down.
+    keys = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+    data = dataset(9)
+    model = prepare(6, 6, keys=keys)
+    reference = train(model, reference_step(model), data, 2, STEPS)
+    model = prepare(6, 6, keys=keys)
+    step, plan, _ = fast_step(model, fast.FastOptions(), data)
+    candidate = train(model, step, data, 2, STEPS)
+    assert_same_training(reference, candidate)
+    assert plan.host_step.applies and not plan.prefix_cache.applies, plan.host_step.reason
 
 
 def test_truncation_to_max_seq_length() -> None:

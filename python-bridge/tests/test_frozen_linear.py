@@ -47,6 +47,8 @@ def test_matches_float64_reference(out_features: int, in_features: int, path: st
     for threads in (1, 2, 3):
         linear = FrozenLinear(mx.array(w), threads=threads, portable=path == "portable")
         assert linear.path == path
+        # The backward reuses the forward kernel over W^T packed where dy's width takes this path too.
+        assert (linear.packed_transposed is not None) == (LIB.tunelab_linear_path(out_features, int(path == "portable")).decode() == path)
         results.append((linear.forward(x), linear.backward(dy)))
     y, dx = results[0]
     np.testing.assert_allclose(y, x.astype(np.float64) @ w.astype(np.float64).T, rtol=1e-4, atol=1e-5)

@@ -309,6 +309,7 @@ def optimisations_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
         "fused_head": decision("fused_head"),
         "native_linears": decision("native_linears"),
         "host_attention": decision("host_attention"),
+        "host_step": decision("host_step"),
     }
 
 

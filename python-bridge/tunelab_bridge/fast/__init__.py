@@ -6,13 +6,17 @@
 - fused_head.py     on CPUs with AVX-512, the head's logits, softmax and gradient in one native
                     pass over the frozen head weight (host_kernels.py builds csrc/ with g++)
 - frozen_linear.py  on CPUs with AVX-512, the adapted blocks' frozen projections as native
-                    products over weights packed once per run (the LoRA term stays in MLX)
+                    products over weights packed once per run (the LoRA term stays in MLX,
+                    except in the host step)
 - anatomy.py        where a model's forward splits (embedding, blocks, norm, head); the adapted
                     llama blocks run through a copy of their code, the last one from the first
                     loss position on (tail queries)
 - host_ops.py       SwiGLU computed with NumPy on the CPU (same values; MLX's x86 exp is scalar)
 - host_attention.py RoPE and grouped-query attention of the mirrored blocks computed with NumPy
                     on the CPU, forward and backward (same values; MLX's x86 sin/cos/exp are scalar)
+- host_step.py      where all of the above run on the host: the adapted blocks' forward and
+                    backward and the head written out as one sequence of NumPy and native calls,
+                    instead of MLX's autodiff stitching them together (~60 hand-offs per step)
 - bucketing.py      batches cut to their longest row (shapes bucketed only for compiled traces)
 - compiled_step.py  mx.compile of the model's part of the step (opt-in: FastOptions.compile;
                     the uncompiled step with the host-side softmax measured faster on CPU)

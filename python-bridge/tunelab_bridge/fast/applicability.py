@@ -32,6 +32,7 @@ class FastOptions:
     fused_head: bool = field(default=True, metadata={"help": "On the CPU, compute the vocabulary logits, softmax and their gradient in one native pass over the frozen head weight (host_kernels.cpp) instead of two BLAS products."})
     native_linears: bool = field(default=True, metadata={"help": "On the CPU, compute the adapted blocks' frozen projections (x @ W^T and its input gradient) with native kernels over a copy of W packed once per run (host_kernels.cpp) instead of BLAS, which re-packs W at every call."})
     host_attention: bool = field(default=True, metadata={"help": "On the CPU, compute the blocks' RoPE and attention with NumPy, from the projections to the output projection's input (MLX's x86 CPU sin/cos and softmax exp are scalar; same values)."})
+    host_step: bool = field(default=True, metadata={"help": "On the CPU, where the adapted blocks, their projections and the head all run on the host, compute the step's forward and backward there as one written-out sequence (fast/host_step.py) instead of through MLX's autodiff."})
     compile: bool = field(default=False, metadata={"help": "mx.compile the model's part of the step (one trace per bucketed shape). Off by default: a trace cannot hold the host kernels (SwiGLU, attention, projections, the fused head), so compiling turns them off, and the uncompiled step with them is faster on CPU."})
 
 
@@ -59,10 +60,11 @@ class FastPlan:
     fused_head: Decision = field(default_factory=lambda: Decision(False, "not planned"))
     native_linears: Decision = field(default_factory=lambda: Decision(False, "not planned"))
     host_attention: Decision = field(default_factory=lambda: Decision(False, "not planned"))
+    host_step: Decision = field(default_factory=lambda: Decision(False, "not planned"))
 
     @property
     def any(self) -> bool:
-        return any(d.applies for d in (self.prefix_cache, self.loss_head, self.tail_queries, self.trim_padding, self.host_activations, self.compile, self.fused_head, self.native_linears, self.host_attention))
+        return any(d.applies for d in (self.prefix_cache, self.loss_head, self.tail_queries, self.trim_padding, self.host_activations, self.compile, self.fused_head, self.native_linears, self.host_attention, self.host_step))
 
     def summary(self) -> Dict[str, Dict[str, object]]:
         """For the run's summary table and `TuneResult.optimisations`."""
@@ -76,6 +78,7 @@ class FastPlan:
             "fused_head": self.fused_head.as_dict(),
             "native_linears": self.native_linears.as_dict(),
             "host_attention": self.host_attention.as_dict(),
+            "host_step": self.host_step.as_dict(),
         }
 
 
@@ -94,7 +97,7 @@ def plan(model: nn.Module, options: Optional[FastOptions] = None) -> FastPlan:
     anatomy, why_not = recognise(model)
     if anatomy is None:
         off = Decision(False, why_not)
-        return FastPlan(None, 0, 0, off, off, off, off, off, off, 0, fused_head=off, native_linears=off, host_attention=off)
+        return FastPlan(None, 0, 0, off, off, off, off, off, off, 0, fused_head=off, native_linears=off, host_attention=off, host_step=off)
 
     blocks = anatomy.blocks
     adapted = [i for i, b in enumerate(blocks) if _has_trainable(b)]
@@ -151,6 +154,9 @@ def plan(model: nn.Module, options: Optional[FastOptions] = None) -> FastPlan:
         True, "SwiGLU computed with NumPy (vectorised exp; MLX's CPU exp is scalar)"
     )
 
+    fused = _fused_head(model, anatomy, head, options)
+    linears = _native_linears(model, anatomy, first, compiled, options)
+    attention = _host_attention(anatomy, first, compiled, options)
     return FastPlan(
         anatomy=anatomy,
         first_adapted_block=first,
@@ -162,9 +168,10 @@ def plan(model: nn.Module, options: Optional[FastOptions] = None) -> FastPlan:
         host_activations=host,
         compile=compiled,
         prefix_cache_bytes=int(max(0.0, options.prefix_cache_mb) * 2**20),
-        fused_head=_fused_head(model, anatomy, head, options),
-        native_linears=_native_linears(model, anatomy, first, compiled, options),
-        host_attention=_host_attention(anatomy, first, compiled, options),
+        fused_head=fused,
+        native_linears=linears,
+        host_attention=attention,
+        host_step=_host_step(model, anatomy, first, options, random_anywhere, {"the fused head": fused, "native projections": linears, "host attention": attention, "host SwiGLU": host}),
     )
 
 
@@ -263,3 +270,28 @@ def _native_linears(model: nn.Module, anatomy: Anatomy, first: int, compiled: De
         return Decision(False, "the kernels' fast path needs AVX-512 (and layer widths that are multiples of 16); their portable loops are slower than MLX's BLAS products")
     how = f"{host_kernels.PORTABLE_ENV} forces the portable loops" if forced else "AVX-512"
     return Decision(True, f"frozen projections of blocks {first}-{len(anatomy.blocks) - 1} as native products over weights packed once ({how})")
+
+
+def _host_step(model: nn.Module, anatomy: Anatomy, first: int, options: FastOptions, random_anywhere: bool, needs: Dict[str, Decision]) -> Decision:
+    from mlx_lm.tuner.lora import LoRALinear
+
+    from .frozen_linear import block_projections
+
+    if not options.host_step:
+        return Decision(False, "turned off")
+    for name, decision in needs.items():
+        if not decision.applies:
+            return Decision(False, f"needs {name}, which is off here")
+    if random_anywhere:
+        return Decision(False, "dropout draws random numbers inside the step")
+    adapters = {}
+    for module in block_projections(anatomy.blocks[first:]):
+        if type(module) is LoRALinear:
+            adapters[id(module.lora_a)] = module.lora_a
+            adapters[id(module.lora_b)] = module.lora_b
+    trainable = tree_flatten(model.trainable_parameters())
+    if any(id(p) not in adapters for _, p in trainable):
+        return Decision(False, "the model trains more than LoRA adapters on the adapted blocks' projections")
+    if any(p.dtype != mx.float32 for p in adapters.values()):
+        return Decision(False, "the LoRA adapters are not float32")
+    return Decision(True, f"forward and backward of blocks {first}-{len(anatomy.blocks) - 1} and the head written out with NumPy and the native kernels (no MLX autodiff)")

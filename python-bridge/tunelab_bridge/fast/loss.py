@@ -18,6 +18,7 @@ from .host_ops import swiglu as host_swiglu
 from .compiled_step import compiled_loss, compiled_value_and_grad
 from .frozen_linear import block_projections, frozen_linears
 from .fused_head import FusedHead
+from .host_step import HostStep
 from .loss_head import fused_masked_cross_entropy, logits_at_positions, masked_cross_entropy, normed_rows_at_positions
 from .prefix_cache import PrefixCache, PrefixCacheStats, ProgressCallback
 
@@ -74,7 +75,16 @@ class FastLossFn:
             return head_loss_only(model_part(inputs, positions, tail_start), targets, weights, ntoks)
 
         self._loss = loss
-        if fast_plan.compile.applies:
+        if fast_plan.host_step.applies:
+            host = HostStep(model, anatomy, first, fused, anatomy.frozen_linears, anatomy.host_attention)
+
+            def block_input(inputs: mx.array) -> mx.array:
+                # The frozen blocks get no gradient: their output is an input to the host step.
+                return inputs if cached else anatomy.run_blocks(anatomy.embed_tokens(inputs), 0, first)
+
+            self._value_and_grad = lambda inputs, positions, targets, weights, ntoks, tail_start=0: host.loss_and_grad(block_input(inputs), positions, targets, weights, ntoks, tail_start)
+            self._loss_only = lambda inputs, positions, targets, weights, ntoks, tail_start=0: host.loss_and_grad(block_input(inputs), positions, targets, weights, ntoks, tail_start, with_gradient=False)[0]
+        elif fast_plan.compile.applies:
             # Arguments are reordered so the model's part (compiled) takes the first three.
             vg = compiled_value_and_grad(model, model_part, head_loss, 3)
             only = compiled_loss(model, model_part, head_loss_only, 3)
