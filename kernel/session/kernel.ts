@@ -50,7 +50,8 @@ const VERSIONS = (() => {
 export class Kernel {
   private readonly queue: Message[] = [];
   private pumping = false;
-  private aborting = false;
+  /** Queued execute requests to answer "aborted" (sent before the client saw an error; stop_on_error). */
+  private readonly aborted = new Set<Message>();
   /** `tunelab.magic(...)` calls not yet finished (see settleMagics). */
   private readonly magicsInFlight = new Set<Promise<unknown>>();
   private executionCount = 0;
@@ -139,7 +140,7 @@ export class Kernel {
     try {
       while (this.queue.length > 0) {
         const message = this.queue.shift()!;
-        if (this.aborting && message.header.msg_type === "execute_request") {
+        if (this.aborted.delete(message)) {
           await this.withStatus(message, () => this.abortExecute(message));
         } else {
           await this.withStatus(message, () => this.handle("shell", message));
@@ -147,7 +148,6 @@ export class Kernel {
       }
     } finally {
       this.pumping = false;
-      this.aborting = false;
     }
   }
 
@@ -255,12 +255,15 @@ export class Kernel {
     io.flush();
     if (!result.ok) {
       io.send("error", { ...result.failure });
-      await this.sockets.reply("shell", request, "execute_reply", { status: "error", execution_count: count, ...result.failure });
       if (stopOnError) {
-        // Requests already sent by the client must be in the queue before it is aborted.
+        // Abort what the client sent before it could know of this error: requests already
+        // received, after one turn of the event loop for those still in flight. Decided before
+        // the reply goes out, so a cell sent in answer to the reply is never among them (deciding
+        // after it aborted such a cell whenever the client answered within that turn).
         await new Promise((resolve) => setImmediate(resolve));
-        this.aborting = this.queue.length > 0;
+        for (const queued of this.queue) if (queued.header.msg_type === "execute_request") this.aborted.add(queued);
       }
+      await this.sockets.reply("shell", request, "execute_reply", { status: "error", execution_count: count, ...result.failure });
       return;
     }
     const userExpressions = await this.userExpressions(content.user_expressions);

@@ -85,7 +85,9 @@ describe("the kernel over real sockets", () => {
   });
 
   it("aborts queued cells after an error when stop_on_error is set", async () => {
-    const failing = await kernel.startExecute("throw new Error('first')");
+    // The failing cell takes a moment, as a real one does, so the second request is surely queued
+    // behind it (on a loaded machine the client's second send can lag the kernel's first cell).
+    const failing = await kernel.startExecute("await new Promise((r) => setTimeout(r, 200)); throw new Error('first')");
     const queued = await kernel.startExecute("console.log('must not run')");
     const failed = await kernel.reply("shell", failing);
     const aborted = await kernel.reply("shell", queued);
@@ -96,6 +98,17 @@ describe("the kernel over real sockets", () => {
     expect(outputs.map((m) => m.header.msg_type)).toEqual(["status", "status"]);
     // Once the queue has drained, cells run again.
     expect((await kernel.execute("1")).reply.content.status).toBe("ok");
+  });
+
+  it("runs a cell sent in answer to an error reply: only cells sent before it are aborted", async () => {
+    // The client sends each next cell the moment the error reply arrives, the tightest timing
+    // a client can have; the kernel must not count such a cell among the queued ones.
+    for (let i = 0; i < 20; i++) {
+      const failing = await kernel.startExecute(`throw new Error("e${i}")`);
+      expect((await kernel.reply("shell", failing)).content.ename).toBe("Error");
+      const next = await kernel.execute(`${i} + 1`);
+      expect(next.reply.content.status, `cell ${i}`).toBe("ok");
+    }
   });
 
   it("keeps the execution counter for silent and store_history=false requests", async () => {
