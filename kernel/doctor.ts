@@ -31,7 +31,13 @@ out["blas"] = blas_report()
 if sys.platform.startswith("linux"):
     from tunelab_bridge.fast import host_kernels
     lib, why = host_kernels.load()
-    out["host_kernels"] = {"path": getattr(lib, "_name", None), "fast": lib.tunelab_linear_path(16, 0).decode() == "avx512" if lib else False, "why": why or None}
+    simd = None
+    if lib is not None:
+        try:
+            simd = lib.tunelab_linear_path(16, host_kernels.path_cap()).decode()
+        except ValueError as error:
+            why = str(error)
+    out["host_kernels"] = {"path": getattr(lib, "_name", None), "simd": simd, "why": why or None}
 print("TUNELAB_DOCTOR " + json.dumps(out))
 `;
 
@@ -46,7 +52,8 @@ export interface BridgeReport {
   cuda: boolean;
   blas: BlasInfo & { warning?: string | null };
   /** Linux: the native kernels %tune's CPU step uses (fused head, frozen projections). */
-  host_kernels?: { path: string | null; fast: boolean; why: string | null };
+  /** simd: the path the kernels take here ("avx512", "avx2", "portable"), null when unavailable. */
+  host_kernels?: { path: string | null; simd: string | null; why: string | null };
 }
 
 export interface DoctorReport {
@@ -98,8 +105,9 @@ export function formatDoctor(d: DoctorReport): string {
     const k = b.host_kernels;
     if (k) {
       if (!k.path) lines.push(`host kernels:   unavailable: ${k.why}; %tune computes the head and projections with MLX`);
-      else if (!k.fast) lines.push(`host kernels:   built, but this CPU has no AVX-512: %tune computes the head and projections with MLX (${k.path})`);
-      else lines.push(`host kernels:   AVX-512 (${k.path})`);
+      else if (!k.simd) lines.push(`host kernels:   off: ${k.why}`);
+      else if (k.simd === "portable") lines.push(`host kernels:   built, but this CPU has neither AVX-512 nor AVX2 (or TUNELAB_HOST_KERNELS_PATH rules them out): %tune computes the head and projections with MLX (${k.path})`);
+      else lines.push(`host kernels:   ${k.simd === "avx512" ? "AVX-512" : "AVX2"} (${k.path})`);
     }
   } else {
     lines.push(`MLX:            ${d.bridgeError}`);

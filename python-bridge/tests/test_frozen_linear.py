@@ -20,10 +20,11 @@ SHAPES = [(576, 576), (192, 576), (1536, 576), (576, 1536), (40, 48), (100, 64),
 
 
 def paths(in_features: int) -> list[str]:
-    """The paths this machine runs for this width: always the portable loops, AVX-512 where present."""
-    if LIB is not None and LIB.tunelab_linear_path(in_features, 0).decode() == "avx512":
-        return ["avx512", "portable"]
-    return ["portable"]
+    """The paths this machine runs for this width, best first: each SIMD path the CPU has (and the
+    width allows), and always the portable loops."""
+    if LIB is None:
+        return ["portable"]
+    return [p for p in host_kernels.PATHS if LIB.tunelab_linear_path(in_features, host_kernels.path_cap(p)).decode() == p]
 
 
 def cases():
@@ -45,10 +46,10 @@ def test_matches_float64_reference(out_features: int, in_features: int, path: st
     dy = rng.standard_normal((rows, out_features)).astype(np.float32)
     results = []
     for threads in (1, 2, 3):
-        linear = FrozenLinear(mx.array(w), threads=threads, portable=path == "portable")
+        linear = FrozenLinear(mx.array(w), threads=threads, path=path)
         assert linear.path == path
         # The backward reuses the forward kernel over W^T packed where dy's width takes this path too.
-        assert (linear.packed_transposed is not None) == (LIB.tunelab_linear_path(out_features, int(path == "portable")).decode() == path)
+        assert (linear.packed_transposed is not None) == (LIB.tunelab_linear_path(out_features, host_kernels.path_cap(path)).decode() == path)
         results.append((linear.forward(x), linear.backward(dy)))
     y, dx = results[0]
     np.testing.assert_allclose(y, x.astype(np.float64) @ w.astype(np.float64).T, rtol=1e-4, atol=1e-5)
@@ -65,7 +66,7 @@ def test_custom_function_value_and_gradient_match_mlx(path: str, shape: tuple) -
     w = mx.array(weight(40, 64))
     x = mx.random.normal((*shape, 64), key=mx.random.key(1))
     cotangent = mx.random.normal((*shape, 40), key=mx.random.key(2))
-    linear = FrozenLinear(w, portable=path == "portable")
+    linear = FrozenLinear(w, path=path)
     (ref_y,), (ref_dx,) = mx.vjp(lambda a: a @ w.T, [x], [cotangent])
     (y,), (dx,) = mx.vjp(linear, [x], [cotangent])
     assert y.shape == ref_y.shape and dx.shape == ref_dx.shape

@@ -21,10 +21,11 @@ pytestmark = pytest.mark.skipif(LIB is None, reason=f"host kernels unavailable: 
 
 
 def paths() -> list[str]:
-    """The kernel paths this machine can run: always the portable loops, AVX-512 where present."""
-    if LIB is not None and LIB.tunelab_fused_cross_entropy_path(64, 0).decode() == "avx512":
-        return ["avx512", "portable"]
-    return ["portable"]
+    """The kernel paths this machine can run, best first: each SIMD path the CPU has (AVX-512,
+    AVX2), and always the portable loops."""
+    if LIB is None:
+        return ["portable"]
+    return [p for p in host_kernels.PATHS if LIB.tunelab_fused_cross_entropy_path(64, host_kernels.path_cap(p)).decode() == p]
 
 
 def reference(x: np.ndarray, w: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +53,7 @@ def problem(n: int, d: int, v: int, seed: int = 0, scale: float = 1.0):
 
 
 def head(w: np.ndarray, path: str, threads: int = 2, chunk: int = 0) -> FusedHead:
-    h = FusedHead(mx.array(w), threads=threads, portable=path == "portable", chunk=chunk)
+    h = FusedHead(mx.array(w), threads=threads, path=path, chunk=chunk)
     assert h.path == path
     return h
 
@@ -113,11 +114,10 @@ def test_loss_without_gradient_has_the_same_values(path: str) -> None:
     np.testing.assert_array_equal(ce, h.compute(x, targets, with_gradient=True)[0])
 
 
-def test_paths_agree_with_each_other() -> None:
-    if len(paths()) < 2:
-        pytest.skip("this CPU has no AVX-512 path")
+@pytest.mark.parametrize("path", [p for p in paths() if p != "portable"])
+def test_paths_agree_with_each_other(path: str) -> None:
     x, w, targets = problem(32, 576, 2000)
-    fast_ce, fast_grad = head(w, "avx512").compute(x, targets, with_gradient=True)
+    fast_ce, fast_grad = head(w, path).compute(x, targets, with_gradient=True)
     portable_ce, portable_grad = head(w, "portable").compute(x, targets, with_gradient=True)
     np.testing.assert_allclose(fast_ce, portable_ce, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(fast_grad, portable_grad, rtol=1e-4, atol=1e-6 * np.abs(portable_grad).max())
@@ -134,11 +134,15 @@ def test_non_finite_rows_and_bad_targets_are_reported() -> None:
         head(w, paths()[0]).compute(np.nan_to_num(x), targets, with_gradient=True)
 
 
-def test_environment_variable_forces_the_portable_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(host_kernels.PORTABLE_ENV, "1")
-    assert FusedHead(mx.zeros((40, 64))).path == "portable"
-    monkeypatch.setenv(host_kernels.PORTABLE_ENV, "0")
+def test_environment_variable_caps_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    for path in paths():
+        monkeypatch.setenv(host_kernels.PATH_ENV, path)
+        assert FusedHead(mx.zeros((40, 64))).path == path
+    monkeypatch.setenv(host_kernels.PATH_ENV, "")
     assert FusedHead(mx.zeros((40, 64))).path == paths()[0]
+    monkeypatch.setenv(host_kernels.PATH_ENV, "sse9")
+    with pytest.raises(ValueError, match="TUNELAB_HOST_KERNELS_PATH must be one of avx512, avx2, portable"):
+        FusedHead(mx.zeros((40, 64)))
 
 
 @pytest.mark.parametrize("path", paths())
@@ -205,7 +209,29 @@ def test_training_on_the_portable_loops_matches_mlx_lm(monkeypatch: pytest.Monke
     from test_fast_equivalence import assert_same_training, run_pair
     from tunelab_bridge import fast
 
-    monkeypatch.setenv(host_kernels.PORTABLE_ENV, "1")
+    monkeypatch.setenv(host_kernels.PATH_ENV, "portable")
     reference, candidate, plan, _ = run_pair(layers=2, batch_size=2, options=fast.FastOptions())
     assert plan.fused_head.applies and "portable" in plan.fused_head.reason
     assert_same_training(reference, candidate)
+
+
+@pytest.mark.skipif("avx2" not in paths(), reason="this CPU has no AVX2")
+def test_training_on_the_avx2_kernels_matches_mlx_lm(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a CPU without AVX-512 runs: the head and projections on the AVX2 tiles, in the host step.
+    from test_fast_equivalence import assert_same_training, run_pair
+    from tunelab_bridge import fast
+
+    monkeypatch.setenv(host_kernels.PATH_ENV, "avx2")
+    reference, candidate, plan, _ = run_pair(layers=2, batch_size=2, options=fast.FastOptions())
+    assert "AVX2" in plan.fused_head.reason and "AVX2" in plan.native_linears.reason and plan.host_step.applies
+    assert_same_training(reference, candidate)
+
+
+def test_an_unknown_path_in_the_environment_turns_the_kernels_off_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fast_reference import prepare
+    from tunelab_bridge import fast
+
+    monkeypatch.setenv(host_kernels.PATH_ENV, "sse9")
+    plan = fast.plan(prepare(6, 2))
+    assert not plan.fused_head.applies and "TUNELAB_HOST_KERNELS_PATH must be one of" in plan.fused_head.reason
+    assert not plan.native_linears.applies and not plan.host_step.applies

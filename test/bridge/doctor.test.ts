@@ -21,7 +21,7 @@ describe("tunelab doctor", () => {
     expect(text).toMatch(/^MLX: +\d+\.\d+.*backend (CPU|Metal|CUDA)/m);
     expect(text).toMatch(/^BLAS: +.+GFLOP\/s sgemm/m);
     expect(text).toMatch(/^native addon: +(loads|does not load)/m);
-    if (process.platform === "linux") expect(text).toMatch(/^host kernels: +(AVX-512 \(\/.+\.so\)|unavailable: .+|built, but)/m);
+    if (process.platform === "linux") expect(text).toMatch(/^host kernels: +((AVX-512|AVX2) \(\/.+\.so\)|unavailable: .+|built, but)/m);
   });
 
   it.skipIf(!bridgeInstalled || process.platform !== "linux")("warns, with the fix, when MLX runs on the reference BLAS", async () => {

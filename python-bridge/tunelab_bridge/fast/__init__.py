@@ -3,9 +3,9 @@
 - prefix_cache.py   the frozen blocks' output, computed once per example (exact: keyed by tokens)
 - loss_head.py      final norm + vocabulary logits only where the loss counts (one softmax pass,
                     in NumPy: MLX's CPU exp is scalar)
-- fused_head.py     on CPUs with AVX-512, the head's logits, softmax and gradient in one native
+- fused_head.py     on CPUs with AVX-512 or AVX2, the head's logits, softmax and gradient in one native
                     pass over the frozen head weight (host_kernels.py builds csrc/ with g++)
-- frozen_linear.py  on CPUs with AVX-512, the adapted blocks' frozen projections as native
+- frozen_linear.py  on CPUs with AVX-512 or AVX2, the adapted blocks' frozen projections as native
                     products over weights packed once per run (the LoRA term stays in MLX,
                     except in the host step)
 - anatomy.py        where a model's forward splits (embedding, blocks, norm, head); the adapted

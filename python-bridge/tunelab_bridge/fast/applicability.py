@@ -225,14 +225,17 @@ def _fused_head(model: nn.Module, anatomy: Anatomy, head: Decision, options: Fas
     lib, why = host_kernels.load()
     if lib is None:
         return Decision(False, why)
-    forced = host_kernels.portable_forced()
-    path = lib.tunelab_fused_cross_entropy_path(weight.shape[1], int(forced)).decode()
-    if path == "portable" and not forced:
+    try:
+        cap = host_kernels.path_cap()
+    except ValueError as error:
+        return Decision(False, str(error))
+    capped = host_kernels.capped_by_environment()
+    path = lib.tunelab_fused_cross_entropy_path(weight.shape[1], cap).decode()
+    if path == "portable" and capped != "portable":
         # Measured on a Zen 4: the portable loops (SSE2 there) take ~200 ms for 32 rows of
         # SmolLM2's head, MLX's two OpenBLAS products ~35 ms.
-        return Decision(False, "the kernel's fast path needs AVX-512 (and a hidden size that is a multiple of 16); its portable loops are slower than MLX's BLAS products")
-    how = f"{host_kernels.PORTABLE_ENV} forces the portable loops" if forced else "AVX-512"
-    return Decision(True, f"logits, softmax and gradient in one native pass over the head weight ({how})")
+        return Decision(False, "the kernel's fast paths need AVX-512 or AVX2 (and a hidden size that is a multiple of 16); its portable loops are slower than MLX's BLAS products")
+    return Decision(True, f"logits, softmax and gradient in one native pass over the head weight ({_kernel_path(path, capped)})")
 
 
 def _projection_dtype(module: nn.Module):
@@ -263,13 +266,26 @@ def _native_linears(model: nn.Module, anatomy: Anatomy, first: int, compiled: De
     lib, why = host_kernels.load()
     if lib is None:
         return Decision(False, why)
-    forced = host_kernels.portable_forced()
+    try:
+        cap = host_kernels.path_cap()
+    except ValueError as error:
+        return Decision(False, str(error))
+    capped = host_kernels.capped_by_environment()
     widths = {base_linear(m).weight.shape[1] for m in block_projections(blocks)}
-    if not forced and any(lib.tunelab_linear_path(k, 0).decode() == "portable" for k in widths):
+    paths = {lib.tunelab_linear_path(k, cap).decode() for k in widths}
+    if "portable" in paths and capped != "portable":
         # The portable loops are a correctness fallback; BLAS is several times faster than them.
-        return Decision(False, "the kernels' fast path needs AVX-512 (and layer widths that are multiples of 16); their portable loops are slower than MLX's BLAS products")
-    how = f"{host_kernels.PORTABLE_ENV} forces the portable loops" if forced else "AVX-512"
-    return Decision(True, f"frozen projections of blocks {first}-{len(anatomy.blocks) - 1} as native products over weights packed once ({how})")
+        return Decision(False, "the kernels' fast paths need AVX-512 or AVX2 (and layer widths that are multiples of 16); their portable loops are slower than MLX's BLAS products")
+    path = min(paths, key=host_kernels.PATHS.index)
+    return Decision(True, f"frozen projections of blocks {first}-{len(anatomy.blocks) - 1} as native products over weights packed once ({_kernel_path(path, capped)})")
+
+
+def _kernel_path(path: str, capped: Optional[str]) -> str:
+    """How the summary names the kernels' path, e.g. "AVX2, capped by TUNELAB_HOST_KERNELS_PATH"."""
+    from . import host_kernels
+
+    name = {"avx512": "AVX-512", "avx2": "AVX2", "portable": "portable loops"}[path]
+    return f"{name}, capped by {host_kernels.PATH_ENV}={capped}" if capped else name
 
 
 def _host_step(model: nn.Module, anatomy: Anatomy, first: int, options: FastOptions, random_anywhere: bool, needs: Dict[str, Decision]) -> Decision:

@@ -18,7 +18,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .host_buffers import PANEL, aligned_empty, float_pointer, library_for, portable_forced, usable_cores
+from .host_buffers import PANEL, aligned_empty, float_pointer, library_for, path_cap, usable_cores
 
 # The projections of a llama block that Anatomy.run_block calls, as (submodule, attribute).
 BLOCK_PROJECTIONS = (
@@ -52,9 +52,10 @@ class FrozenLinear:
     Holds W^T packed in the kernel's 16-column panels and, for the backward, W packed the same
     way (or W itself, MLX's row-major buffer, where only that width has the fast path)."""
 
-    def __init__(self, weight: mx.array, threads: Optional[int] = None, portable: Optional[bool] = None):
-        """threads: default one per usable core; portable: force the portable loops (default: the
-        TUNELAB_HOST_KERNELS_PORTABLE environment variable)."""
+    def __init__(self, weight: mx.array, threads: Optional[int] = None, path: Optional[str] = None):
+        """threads: default one per usable core; path: the highest path the kernels may take,
+        "avx512", "avx2" or "portable" (default: the TUNELAB_HOST_KERNELS_PATH environment
+        variable, else the best the CPU has)."""
         lib = library_for(weight, "a frozen linear")
         self._lib = lib
         self.out_features, self.in_features = weight.shape
@@ -66,12 +67,12 @@ class FrozenLinear:
         self.packed = aligned_empty(panels * PANEL * self.in_features)
         lib.tunelab_pack_head(float_pointer(self.weight), self.out_features, self.in_features, float_pointer(self.packed))
         self.threads = threads or usable_cores()
-        self.portable = portable_forced() if portable is None else portable
-        self.path = lib.tunelab_linear_path(self.in_features, int(self.portable)).decode()
+        self.cap = path_cap(path)
+        self.path = lib.tunelab_linear_path(self.in_features, self.cap).decode()
         # dy @ W = dy @ (W^T)^T: the forward kernel over W^T packed, where dy's width (out) takes
         # the same path as x's; otherwise the row-major kernel.
         self.packed_transposed: Optional[np.ndarray] = None
-        if lib.tunelab_linear_path(self.out_features, int(self.portable)).decode() == self.path:
+        if lib.tunelab_linear_path(self.out_features, self.cap).decode() == self.path:
             self.packed_transposed = aligned_empty(-(-self.in_features // PANEL) * PANEL * self.out_features)
             transposed = np.ascontiguousarray(self.weight.T)
             lib.tunelab_pack_head(float_pointer(transposed), self.in_features, self.out_features, float_pointer(self.packed_transposed))
@@ -86,7 +87,7 @@ class FrozenLinear:
         x = np.ascontiguousarray(rows, dtype=np.float32)
         y = np.empty((x.shape[0], self.out_features), dtype=np.float32)
         if x.shape[0]:
-            self._lib.tunelab_linear_forward(float_pointer(x), x.shape[0], self.in_features, float_pointer(self.packed), self.out_features, float_pointer(y), self.threads, int(self.portable))
+            self._lib.tunelab_linear_forward(float_pointer(x), x.shape[0], self.in_features, float_pointer(self.packed), self.out_features, float_pointer(y), self.threads, self.cap)
         return y
 
     def backward(self, cotangent: np.ndarray) -> np.ndarray:
@@ -94,9 +95,9 @@ class FrozenLinear:
         dy = np.ascontiguousarray(cotangent, dtype=np.float32)
         dx = np.empty((dy.shape[0], self.in_features), dtype=np.float32)
         if dy.shape[0] and self.packed_transposed is not None:
-            self._lib.tunelab_linear_forward(float_pointer(dy), dy.shape[0], self.out_features, float_pointer(self.packed_transposed), self.in_features, float_pointer(dx), self.threads, int(self.portable))
+            self._lib.tunelab_linear_forward(float_pointer(dy), dy.shape[0], self.out_features, float_pointer(self.packed_transposed), self.in_features, float_pointer(dx), self.threads, self.cap)
         elif dy.shape[0]:
-            self._lib.tunelab_linear_backward(float_pointer(dy), dy.shape[0], self.out_features, float_pointer(self.weight), self.in_features, float_pointer(dx), self.threads, int(self.portable))
+            self._lib.tunelab_linear_backward(float_pointer(dy), dy.shape[0], self.out_features, float_pointer(self.weight), self.in_features, float_pointer(dx), self.threads, self.cap)
         return dx
 
     def _make_custom_function(self) -> Callable[[mx.array], mx.array]:

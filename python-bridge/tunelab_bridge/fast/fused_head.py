@@ -18,15 +18,16 @@ from typing import Optional, Tuple
 import mlx.core as mx
 import numpy as np
 
-from .host_buffers import PANEL, aligned_empty, float_pointer, library_for, portable_forced, usable_cores
+from .host_buffers import PANEL, aligned_empty, float_pointer, library_for, path_cap, usable_cores
 
 class FusedHead:
     """A frozen float32 head weight prepared for the kernel: a row-major copy (for the gradient)
     and a copy packed as W^T in 16-row panels (for the logits), both made once per run."""
 
-    def __init__(self, weight: mx.array, threads: Optional[int] = None, portable: Optional[bool] = None, chunk: int = 0):
-        """threads: default one per usable core; portable: force the portable loops (default: the
-        TUNELAB_HOST_KERNELS_PORTABLE environment variable); chunk: vocabulary rows per chunk
+    def __init__(self, weight: mx.array, threads: Optional[int] = None, path: Optional[str] = None, chunk: int = 0):
+        """threads: default one per usable core; path: the highest path the kernel may take,
+        "avx512", "avx2" or "portable" (default: the TUNELAB_HOST_KERNELS_PATH environment variable,
+        else the best the CPU has); chunk: vocabulary rows per chunk
         (0: the kernel's tuned default; tests use small chunks to cross many boundaries)."""
         lib = library_for(weight, "the fused head")
         self._lib = lib
@@ -38,8 +39,8 @@ class FusedHead:
         lib.tunelab_pack_head(float_pointer(self.weight), self.vocab, self.dim, float_pointer(self.packed))
         self.threads = threads or usable_cores()
         self.chunk = chunk
-        self.portable = portable_forced() if portable is None else portable
-        self.path = lib.tunelab_fused_cross_entropy_path(self.dim, int(self.portable)).decode()
+        self.cap = path_cap(path)
+        self.path = lib.tunelab_fused_cross_entropy_path(self.dim, self.cap).decode()
         self._cross_entropy = self._make_custom_function()
 
     def compute(self, rows: np.ndarray, targets: np.ndarray, with_gradient: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
@@ -65,7 +66,7 @@ class FusedHead:
             float_pointer(grad),
             self.threads,
             self.chunk,
-            int(self.portable),
+            self.cap,
         )
         if status != 0:
             raise ValueError(f"a target is outside the vocabulary of {self.vocab} tokens")

@@ -45,8 +45,8 @@ def library_for(weight: mx.array, what: str) -> ctypes.CDLL:
     return lib
 
 
-def portable_forced() -> bool:
-    """Whether the environment forces the kernels' portable loops (see host_kernels.PORTABLE_ENV)."""
+def path_cap(path: Optional[str] = None) -> int:
+    """The kernels' `cap` for the highest path allowed (default: host_kernels.PATH_ENV's, else the best)."""
     from . import host_kernels
 
-    return host_kernels.portable_forced()
+    return host_kernels.path_cap(path)

@@ -6,8 +6,8 @@ source (or a tunelab upgrade) builds a new library beside the old one and nothin
 loaded. Setup builds it (`python -m tunelab_bridge.fast.host_kernels --build`); a bridge that
 finds it missing builds it on first use, which takes a few seconds.
 
-No CPU-specific flag is passed to the compiler: the library picks its AVX-512 path at run time
-and otherwise runs portable loops, so a cache shared between machines stays correct.
+No CPU-specific flag is passed to the compiler: the library picks its AVX-512 or AVX2 path at
+run time and otherwise runs portable loops, so a cache shared between machines stays correct.
 """
 
 from __future__ import annotations
@@ -29,9 +29,13 @@ from ..cache import cache_dir
 SOURCE = Path(__file__).with_name("csrc") / "host_kernels.cpp"
 COMPILER = "g++"
 FLAGS = ("-O3", "-shared", "-fPIC", "-std=c++17", "-pthread")
-ABI_VERSION = 2  # tunelab_host_kernels_abi() of the source this module was written against
-# Forces the portable loops even where AVX-512 is available (tests run both paths on one machine).
-PORTABLE_ENV = "TUNELAB_HOST_KERNELS_PORTABLE"
+ABI_VERSION = 3  # tunelab_host_kernels_abi() of the source this module was written against
+# The kernels' paths, best first, and the `cap` argument of the C ABI that allows at most each.
+PATHS = ("avx512", "avx2", "portable")
+_CAP = {"avx512": 0, "avx2": 2, "portable": 1}
+# Caps the path below what the CPU has: "avx2" or "portable" (tests and benchmarks run the lower
+# paths on one machine; a user can rule out a path suspected of a fault).
+PATH_ENV = "TUNELAB_HOST_KERNELS_PATH"
 SETUP_HINT = "install g++ and run npm run setup"
 
 _lock = threading.Lock()
@@ -123,8 +127,19 @@ def _load() -> Tuple[Optional[ctypes.CDLL], str]:
     return lib, ""
 
 
-def portable_forced() -> bool:
-    return os.environ.get(PORTABLE_ENV, "") not in ("", "0")
+def path_cap(path: Optional[str] = None) -> int:
+    """The C ABI's `cap` for the highest path allowed: `path` ("avx512", "avx2", "portable"),
+    or by default PATH_ENV's value (none: the best the CPU has). ValueError for an unknown name."""
+    wanted = path if path is not None else (os.environ.get(PATH_ENV, "") or "avx512")
+    if wanted not in _CAP:
+        raise ValueError(f"{PATH_ENV} must be one of {', '.join(PATHS)}, got {wanted!r}")
+    return _CAP[wanted]
+
+
+def capped_by_environment() -> Optional[str]:
+    """PATH_ENV's value where it lowers the path ("avx2" or "portable"), else None."""
+    value = os.environ.get(PATH_ENV, "")
+    return value if value in ("avx2", "portable") else None
 
 
 def main(argv: list[str]) -> int:

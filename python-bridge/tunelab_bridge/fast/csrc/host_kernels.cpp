@@ -10,8 +10,10 @@
 //
 // The vocabulary is cut into shares that threads take in turn; each share keeps its own running
 // max, sum and accumulator, merged at the end in a fixed order. No CPU-specific flag is passed to
-// the compiler: the AVX-512 path carries a target attribute and is picked at run time; the
-// portable path is plain loops the compiler vectorises for the build's baseline (SSE2, NEON).
+// the compiler: the AVX-512 and AVX2 paths carry target attributes and the best one the CPU has
+// is picked at run time; the portable path is plain loops the compiler vectorises for the build's
+// baseline (SSE2, NEON). Measured on a Zen 4 (N = 28 rows of SmolLM2's head, two threads): AVX-512
+// 19 ms, AVX2 26 ms, portable ~200 ms, MLX's two OpenBLAS products ~40 ms.
 //
 // Frozen linear layers: y = x @ W^T forward and dx = dy @ W backward for a weight that never
 // changes during a run. BLAS re-packs W at every call; here W^T is packed once (the head's panel
@@ -36,13 +38,17 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
-#define TUNELAB_AVX512_PATH 1
+#define TUNELAB_X86_PATHS 1
 #define TUNELAB_AVX512 __attribute__((target("avx512f,avx512dq,fma")))
+#define TUNELAB_AVX2 __attribute__((target("avx2,fma")))
+// On the loops over a register tile's rows and columns: without it GCC may keep the tile's
+// accumulators in memory (a store per FMA; the AVX2 head ran 40 ms instead of 33).
+#define TUNELAB_UNROLL _Pragma("GCC unroll 16")
 #endif
 
 namespace {
 
-constexpr int kAbiVersion = 2;
+constexpr int kAbiVersion = 3;
 constexpr int kPanel = 16;  // vocabulary rows per packed panel: one AVX-512 register of logits
 // Vocabulary rows per chunk. The chunk's rows of W (192 x 576 floats = 432 KB for SmolLM2) must
 // still be in L2 when the gradient reads them after the logits; measured on a Zen 4 (1 MB L2),
@@ -187,140 +193,213 @@ struct PortableLinear {
 };
 
 // ---------------------------------------------------------------------------------------------
-// AVX-512 path (x86-64 CPUs with AVX-512F/DQ, chosen at run time; D a multiple of 16).
+// SIMD paths (x86-64, chosen at run time; D a multiple of 16): AVX-512 where the CPU has
+// AVX-512F/DQ, else AVX2 + FMA. Each instruction set supplies register tiles and the softmax's
+// element-wise loops (an `Isa`); the loops over tiles below are shared.
 
-#if defined(TUNELAB_AVX512_PATH)
-namespace avx512 {
+#if defined(TUNELAB_X86_PATHS)
 
-// Register tiles: 8 x 3 = 24 accumulators, leaving registers for the loaded operands. Measured
-// (chunk 192, N = 32, two threads), logits 8x3 / 6x4 / 12x2: 18.9 / 20.5 / 19.6 ms; gradient
-// 8x3 / 6x4 / 12x2 / 4x6 all within noise (18.8-19.0 ms).
-constexpr int kFwdRows = 8;    // x rows per logits tile
-constexpr int kFwdPanels = 3;  // 16-wide vocabulary panels per logits tile
-constexpr int kBwdRows = 8;    // rows per gradient tile
-constexpr int kBwdVecs = 3;    // 16-wide columns of D per gradient tile
+// A logits tile: R rows of x against P panels (16 vocabulary rows each) over all of D, written to
+// s (row stride lds), pulling `prefetch_lines` cache lines from `prefetch` into L2 on the way.
+using LogitsTile = void (*)(const float* x, int D, const float* panels, float* s, int lds, const char* prefetch, int prefetch_lines);
+// A gradient tile: acc[r][:] += sum_j e[r][j] * W[j][:] for R rows and V vectors of D's columns.
+using AccumulateTile = void (*)(const float* e, int lde, int count, const float* w, int D, float* acc);
 
-TUNELAB_AVX512 inline __m512 exp_ps(__m512 x) {
-  // Below -104, 2^n underflows to zero in scalef; the clamp keeps r finite for -inf inputs.
-  x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
-  __m512 p = _mm512_set1_ps(kExpC[0]);
-  for (int i = 1; i < 6; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpC[i]));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return _mm512_scalef_ps(p, n);
-}
-
-TUNELAB_AVX512 inline __mmask16 first_lanes(int count) {
-  return count >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1u);
-}
-
-TUNELAB_AVX512 inline __m128 fold_to_128(__m512 v, bool max) {
-  const __m256 lo = _mm512_castps512_ps256(v), hi = _mm512_extractf32x8_ps(v, 1);
-  const __m256 a = max ? _mm256_max_ps(lo, hi) : _mm256_add_ps(lo, hi);
-  const __m128 l = _mm256_castps256_ps128(a), h = _mm256_extractf128_ps(a, 1);
-  return max ? _mm_max_ps(l, h) : _mm_add_ps(l, h);
-}
-
-TUNELAB_AVX512 inline float horizontal_max(__m512 v) {
-  __m128 a = fold_to_128(v, true);
-  a = _mm_max_ps(a, _mm_movehl_ps(a, a));
-  a = _mm_max_ss(a, _mm_shuffle_ps(a, a, 1));
-  return _mm_cvtss_f32(a);
-}
-
-TUNELAB_AVX512 inline float horizontal_sum(__m512 v) {
-  __m128 a = fold_to_128(v, false);
-  a = _mm_add_ps(a, _mm_movehl_ps(a, a));
-  a = _mm_add_ss(a, _mm_shuffle_ps(a, a, 1));
-  return _mm_cvtss_f32(a);
-}
-
-// R rows x P panels of logits: per dimension k, P panel loads and R broadcasts feed R*P FMAs.
-template <int R, int P>
-TUNELAB_AVX512 void logits_tile(const float* x, int D, const float* panels, float* s, int lds, const char* prefetch, int prefetch_lines) {
-  __m512 acc[R][P];
-  for (int r = 0; r < R; ++r)
-    for (int q = 0; q < P; ++q) acc[r][q] = _mm512_setzero_ps();
-  const int lines_per_k = (prefetch_lines + D - 1) / D;
-  for (int k = 0; k < D; ++k) {
-    for (int i = k * lines_per_k; i < std::min(prefetch_lines, (k + 1) * lines_per_k); ++i) _mm_prefetch(prefetch + size_t(i) * 64, _MM_HINT_T1);
-    __m512 w[P];
-    for (int q = 0; q < P; ++q) w[q] = _mm512_loadu_ps(panels + (size_t(q) * D + k) * kPanel);
-    for (int r = 0; r < R; ++r) {
-      const __m512 b = _mm512_set1_ps(x[size_t(r) * D + k]);
-      for (int q = 0; q < P; ++q) acc[r][q] = _mm512_fmadd_ps(b, w[q], acc[r][q]);
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int q = 0; q < P; ++q) _mm512_storeu_ps(s + size_t(r) * lds + q * kPanel, acc[r][q]);
-}
-
-// acc[r][:] += sum_j e[r][j] * W[j][:] for R rows and V 16-wide columns of D: per vocabulary
-// row, V loads of W and R broadcasts of e feed R*V FMAs; the tile stays in registers.
-template <int R, int V>
-TUNELAB_AVX512 void accumulate_tile(const float* e, int lde, int count, const float* w, int D, float* acc) {
-  __m512 a[R][V];
-  for (int r = 0; r < R; ++r)
-    for (int q = 0; q < V; ++q) a[r][q] = _mm512_setzero_ps();
-  for (int j = 0; j < count; ++j) {
-    __m512 wv[V];
-    for (int q = 0; q < V; ++q) wv[q] = _mm512_loadu_ps(w + size_t(j) * D + q * 16);
-    for (int r = 0; r < R; ++r) {
-      const __m512 b = _mm512_set1_ps(e[size_t(r) * lde + j]);
-      for (int q = 0; q < V; ++q) a[r][q] = _mm512_fmadd_ps(b, wv[q], a[r][q]);
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int q = 0; q < V; ++q) {
-      float* out = acc + size_t(r) * D + q * 16;
-      _mm512_storeu_ps(out, _mm512_add_ps(_mm512_loadu_ps(out), a[r][q]));
-    }
-}
-
-// Tables of tile instantiations, indexed [rows - 1][columns - 1], for the edges of N and V/D.
-using LogitsTile = void (*)(const float*, int, const float*, float*, int, const char*, int);
-using AccumulateTile = void (*)(const float*, int, int, const float*, int, float*);
-
-template <int R, size_t... P>
+// Tables of an Isa's tile instantiations, indexed [rows - 1][columns - 1], for the edges of N and V/D.
+template <class Isa, int R, size_t... P>
 constexpr std::array<LogitsTile, sizeof...(P)> logits_row(std::index_sequence<P...>) {
-  return {&logits_tile<R, int(P) + 1>...};
+  return {&Isa::template logits_tile<R, int(P) + 1>...};
 }
-template <size_t... R>
-constexpr std::array<std::array<LogitsTile, kFwdPanels>, sizeof...(R)> logits_table(std::index_sequence<R...>) {
-  return {logits_row<int(R) + 1>(std::make_index_sequence<kFwdPanels>())...};
+template <class Isa, size_t... R>
+constexpr std::array<std::array<LogitsTile, Isa::kFwdPanels>, sizeof...(R)> logits_table(std::index_sequence<R...>) {
+  return {logits_row<Isa, int(R) + 1>(std::make_index_sequence<Isa::kFwdPanels>())...};
 }
-template <int R, size_t... V>
+template <class Isa, int R, size_t... V>
 constexpr std::array<AccumulateTile, sizeof...(V)> accumulate_row(std::index_sequence<V...>) {
-  return {&accumulate_tile<R, int(V) + 1>...};
+  return {&Isa::template accumulate_tile<R, int(V) + 1>...};
 }
-template <size_t... R>
-constexpr std::array<std::array<AccumulateTile, kBwdVecs>, sizeof...(R)> accumulate_table(std::index_sequence<R...>) {
-  return {accumulate_row<int(R) + 1>(std::make_index_sequence<kBwdVecs>())...};
+template <class Isa, size_t... R>
+constexpr std::array<std::array<AccumulateTile, Isa::kBwdVecs>, sizeof...(R)> accumulate_table(std::index_sequence<R...>) {
+  return {accumulate_row<Isa, int(R) + 1>(std::make_index_sequence<Isa::kBwdVecs>())...};
 }
 
-const auto kLogitsTiles = logits_table(std::make_index_sequence<kFwdRows>());
-const auto kAccumulateTiles = accumulate_table(std::make_index_sequence<kBwdRows>());
+// The fused head's chunk kernels (see Portable) from an Isa's tiles.
+template <class Isa>
+struct Tiled {
+  static inline const auto kLogitsTiles = logits_table<Isa>(std::make_index_sequence<Isa::kFwdRows>());
+  static inline const auto kAccumulateTiles = accumulate_table<Isa>(std::make_index_sequence<Isa::kBwdRows>());
 
-struct Kernels {
   static void logits(const Problem& p, int c0, int count, float* s, int lds) {
     const int panels = (count + kPanel - 1) / kPanel;
     // The gradient reads this chunk's rows of W right after; the tiles pull them into L2 while
     // they compute (the row-major copy is not what they stream, so no hardware prefetcher would).
     const char* rows = reinterpret_cast<const char*>(p.weight + size_t(c0) * p.dim);
     const int lines = p.grad ? int((size_t(count) * p.dim * sizeof(float) + 63) / 64) : 0;
-    const int tiles = (panels + kFwdPanels - 1) / kFwdPanels * ((p.rows + kFwdRows - 1) / kFwdRows);
+    const int tiles = (panels + Isa::kFwdPanels - 1) / Isa::kFwdPanels * ((p.rows + Isa::kFwdRows - 1) / Isa::kFwdRows);
     int tile = 0;
-    for (int q0 = 0; q0 < panels; q0 += kFwdPanels) {
-      const int q = std::min(kFwdPanels, panels - q0);
+    for (int q0 = 0; q0 < panels; q0 += Isa::kFwdPanels) {
+      const int q = std::min(Isa::kFwdPanels, panels - q0);
       const float* w = p.packed + size_t(c0 + q0 * kPanel) * p.dim;
-      for (int n0 = 0; n0 < p.rows; n0 += kFwdRows, ++tile) {
-        const int r = std::min(kFwdRows, p.rows - n0);
+      for (int n0 = 0; n0 < p.rows; n0 += Isa::kFwdRows, ++tile) {
+        const int r = std::min(Isa::kFwdRows, p.rows - n0);
         const int first = int(int64_t(lines) * tile / tiles), last = int(int64_t(lines) * (tile + 1) / tiles);
         kLogitsTiles[r - 1][q - 1](p.x + size_t(n0) * p.dim, p.dim, w, s + size_t(n0) * lds + q0 * kPanel, lds, rows + size_t(first) * 64, last - first);
       }
     }
+  }
+
+  static float row_max(const float* s, int count) { return Isa::row_max(s, count); }
+
+  static float exp_shifted_sum(float* s, int count, float shift) { return Isa::exp_shifted_sum(s, count, shift); }
+
+  static void accumulate(const Problem& p, int c0, int count, const float* e, int lde, float* acc) {
+    const int D = p.dim, vecs = D / Isa::kVec;
+    const float* w = p.weight + size_t(c0) * D;
+    // D columns outer: one column strip of the chunk (count x V vectors) stays in L1 for all rows.
+    for (int q0 = 0; q0 < vecs; q0 += Isa::kBwdVecs) {
+      const int q = std::min(Isa::kBwdVecs, vecs - q0);
+      for (int n0 = 0; n0 < p.rows; n0 += Isa::kBwdRows) {
+        const int r = std::min(Isa::kBwdRows, p.rows - n0);
+        kAccumulateTiles[r - 1][q - 1](e + size_t(n0) * lde, lde, count, w + q0 * Isa::kVec, D, acc + size_t(n0) * D + q0 * Isa::kVec);
+      }
+    }
+  }
+};
+
+// The frozen linear layers' products with an Isa's tiles. Forward: for each group of panels
+// (kFwdPanels x 16 output columns, K x 16 kFwdPanels floats of W^T that stay in L2), every row
+// tile of x; the last panel of a W with N % 16 != 0 goes through a scratch tile so y's row stride
+// can be N. Backward: for each strip of dx's columns, W's rows in chunks that stay in L1, every
+// row tile.
+template <class Isa>
+struct TiledLinear {
+  // Rows of W per backward chunk. Longer chunks load and store the dx tile less often; measured
+  // (AVX-512, M = 60, two threads), 64 / 192 / 512 / all rows: 636 / 575 / 555 / 543 us for
+  // W 1536 x 576, with 512 and beyond within noise of each other.
+  static constexpr int kBackwardChunk = 512;
+
+  static void forward(const float* x, int M, int K, const float* packed, int N, float* y, int c0, int c1) {
+    alignas(64) float edge[Isa::kFwdRows * Isa::kFwdPanels * kPanel];
+    for (int j0 = c0; j0 < c1; j0 += Isa::kFwdPanels * kPanel) {
+      const int q = std::min(Isa::kFwdPanels, (c1 - j0 + kPanel - 1) / kPanel);
+      const int live = std::min(q * kPanel, N - j0);
+      const float* w = packed + size_t(j0) * K;
+      for (int n0 = 0; n0 < M; n0 += Isa::kFwdRows) {
+        const int r = std::min(Isa::kFwdRows, M - n0);
+        if (live == q * kPanel) {
+          Tiled<Isa>::kLogitsTiles[r - 1][q - 1](x + size_t(n0) * K, K, w, y + size_t(n0) * N + j0, N, nullptr, 0);
+        } else {
+          Tiled<Isa>::kLogitsTiles[r - 1][q - 1](x + size_t(n0) * K, K, w, edge, q * kPanel, nullptr, 0);
+          for (int i = 0; i < r; ++i) std::memcpy(y + size_t(n0 + i) * N + j0, edge + size_t(i) * q * kPanel, sizeof(float) * live);
+        }
+      }
+    }
+  }
+
+  static void backward(const float* dy, int M, int N, const float* w, int K, float* dx, int k0, int k1) {
+    for (int n = 0; n < M; ++n) std::fill(dx + size_t(n) * K + k0, dx + size_t(n) * K + k1, 0.0f);
+    for (int c0 = k0; c0 < k1; c0 += Isa::kBwdVecs * Isa::kVec) {
+      const int q = std::min(Isa::kBwdVecs, (k1 - c0) / Isa::kVec);
+      for (int j0 = 0; j0 < N; j0 += kBackwardChunk) {
+        const int count = std::min(kBackwardChunk, N - j0);
+        for (int n0 = 0; n0 < M; n0 += Isa::kBwdRows) {
+          const int r = std::min(Isa::kBwdRows, M - n0);
+          Tiled<Isa>::kAccumulateTiles[r - 1][q - 1](dy + size_t(n0) * N + j0, N, count, w + size_t(j0) * K + c0, K, dx + size_t(n0) * K + c0);
+        }
+      }
+    }
+  }
+};
+
+namespace avx512 {
+
+struct Isa {
+  // Register tiles: 8 x 3 = 24 accumulators, leaving registers for the loaded operands. Measured
+  // (chunk 192, N = 32, two threads), logits 8x3 / 6x4 / 12x2: 18.9 / 20.5 / 19.6 ms; gradient
+  // 8x3 / 6x4 / 12x2 / 4x6 all within noise (18.8-19.0 ms).
+  static constexpr int kFwdRows = 8;    // x rows per logits tile
+  static constexpr int kFwdPanels = 3;  // 16-wide vocabulary panels per logits tile
+  static constexpr int kBwdRows = 8;    // rows per gradient tile
+  static constexpr int kBwdVecs = 3;    // vectors of D's columns per gradient tile
+  static constexpr int kVec = 16;       // floats per vector
+
+  TUNELAB_AVX512 static __m512 exp_ps(__m512 x) {
+    // Below -104, 2^n underflows to zero in scalef; the clamp keeps r finite for -inf inputs.
+    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
+    __m512 p = _mm512_set1_ps(kExpC[0]);
+    for (int i = 1; i < 6; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpC[i]));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+  }
+
+  TUNELAB_AVX512 static __mmask16 first_lanes(int count) {
+    return count >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1u);
+  }
+
+  TUNELAB_AVX512 static __m128 fold_to_128(__m512 v, bool max) {
+    const __m256 lo = _mm512_castps512_ps256(v), hi = _mm512_extractf32x8_ps(v, 1);
+    const __m256 a = max ? _mm256_max_ps(lo, hi) : _mm256_add_ps(lo, hi);
+    const __m128 l = _mm256_castps256_ps128(a), h = _mm256_extractf128_ps(a, 1);
+    return max ? _mm_max_ps(l, h) : _mm_add_ps(l, h);
+  }
+
+  TUNELAB_AVX512 static float horizontal_max(__m512 v) {
+    __m128 a = fold_to_128(v, true);
+    a = _mm_max_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_max_ss(a, _mm_shuffle_ps(a, a, 1));
+    return _mm_cvtss_f32(a);
+  }
+
+  TUNELAB_AVX512 static float horizontal_sum(__m512 v) {
+    __m128 a = fold_to_128(v, false);
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_shuffle_ps(a, a, 1));
+    return _mm_cvtss_f32(a);
+  }
+
+  // R rows x P panels of logits: per dimension k, P panel loads and R broadcasts feed R*P FMAs.
+  template <int R, int P>
+  TUNELAB_AVX512 static void logits_tile(const float* x, int D, const float* panels, float* s, int lds, const char* prefetch, int prefetch_lines) {
+    __m512 acc[R][P];
+    TUNELAB_UNROLL for (int r = 0; r < R; ++r)
+      TUNELAB_UNROLL for (int q = 0; q < P; ++q) acc[r][q] = _mm512_setzero_ps();
+    const int lines_per_k = (prefetch_lines + D - 1) / D;
+    for (int k = 0; k < D; ++k) {
+      for (int i = k * lines_per_k; i < std::min(prefetch_lines, (k + 1) * lines_per_k); ++i) _mm_prefetch(prefetch + size_t(i) * 64, _MM_HINT_T1);
+      __m512 w[P];
+      TUNELAB_UNROLL for (int q = 0; q < P; ++q) w[q] = _mm512_loadu_ps(panels + (size_t(q) * D + k) * kPanel);
+      TUNELAB_UNROLL for (int r = 0; r < R; ++r) {
+        const __m512 b = _mm512_set1_ps(x[size_t(r) * D + k]);
+        TUNELAB_UNROLL for (int q = 0; q < P; ++q) acc[r][q] = _mm512_fmadd_ps(b, w[q], acc[r][q]);
+      }
+    }
+    TUNELAB_UNROLL for (int r = 0; r < R; ++r)
+      TUNELAB_UNROLL for (int q = 0; q < P; ++q) _mm512_storeu_ps(s + size_t(r) * lds + q * kPanel, acc[r][q]);
+  }
+
+  // acc[r][:] += sum_j e[r][j] * W[j][:] for R rows and V 16-wide columns of D: per vocabulary
+  // row, V loads of W and R broadcasts of e feed R*V FMAs; the tile stays in registers.
+  template <int R, int V>
+  TUNELAB_AVX512 static void accumulate_tile(const float* e, int lde, int count, const float* w, int D, float* acc) {
+    __m512 a[R][V];
+    TUNELAB_UNROLL for (int r = 0; r < R; ++r)
+      TUNELAB_UNROLL for (int q = 0; q < V; ++q) a[r][q] = _mm512_setzero_ps();
+    for (int j = 0; j < count; ++j) {
+      __m512 wv[V];
+      TUNELAB_UNROLL for (int q = 0; q < V; ++q) wv[q] = _mm512_loadu_ps(w + size_t(j) * D + q * 16);
+      TUNELAB_UNROLL for (int r = 0; r < R; ++r) {
+        const __m512 b = _mm512_set1_ps(e[size_t(r) * lde + j]);
+        TUNELAB_UNROLL for (int q = 0; q < V; ++q) a[r][q] = _mm512_fmadd_ps(b, wv[q], a[r][q]);
+      }
+    }
+    TUNELAB_UNROLL for (int r = 0; r < R; ++r)
+      TUNELAB_UNROLL for (int q = 0; q < V; ++q) {
+        float* out = acc + size_t(r) * D + q * 16;
+        _mm512_storeu_ps(out, _mm512_add_ps(_mm512_loadu_ps(out), a[r][q]));
+      }
   }
 
   TUNELAB_AVX512 static float row_max(const float* s, int count) {
@@ -341,68 +420,148 @@ struct Kernels {
     return horizontal_sum(total);
   }
 
-  static void accumulate(const Problem& p, int c0, int count, const float* e, int lde, float* acc) {
-    const int D = p.dim, vecs = D / 16;
-    const float* w = p.weight + size_t(c0) * D;
-    // D columns outer: one column strip of the chunk (count x 16V floats) stays in L1 for all rows.
-    for (int q0 = 0; q0 < vecs; q0 += kBwdVecs) {
-      const int q = std::min(kBwdVecs, vecs - q0);
-      for (int n0 = 0; n0 < p.rows; n0 += kBwdRows) {
-        const int r = std::min(kBwdRows, p.rows - n0);
-        kAccumulateTiles[r - 1][q - 1](e + size_t(n0) * lde, lde, count, w + q0 * 16, D, acc + size_t(n0) * D + q0 * 16);
-      }
-    }
+  static bool usable(int dim) {
+    return dim % 16 == 0 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma");
   }
 };
-
-// The frozen linear layers' products with the head's tiles. Forward: for each group of panels
-// (kFwdPanels x 16 output columns, K x 48 floats of W^T that stay in L2), every row tile of x;
-// the last panel of a W with N % 16 != 0 goes through a scratch tile so y's row stride can be N.
-// Backward: for each strip of dx's columns, W's rows in chunks that stay in L1, every row tile.
-struct Linear {
-  // Rows of W per backward chunk. Longer chunks load and store the dx tile less often; measured
-  // (M = 60, two threads), 64 / 192 / 512 / all rows: 636 / 575 / 555 / 543 us for W 1536 x 576,
-  // with 512 and beyond within noise of each other.
-  static constexpr int kBackwardChunk = 512;
-  static void forward(const float* x, int M, int K, const float* packed, int N, float* y, int c0, int c1) {
-    alignas(64) float edge[kFwdRows * kFwdPanels * kPanel];
-    for (int j0 = c0; j0 < c1; j0 += kFwdPanels * kPanel) {
-      const int q = std::min(kFwdPanels, (c1 - j0 + kPanel - 1) / kPanel);
-      const int live = std::min(q * kPanel, N - j0);
-      const float* w = packed + size_t(j0) * K;
-      for (int n0 = 0; n0 < M; n0 += kFwdRows) {
-        const int r = std::min(kFwdRows, M - n0);
-        if (live == q * kPanel) {
-          kLogitsTiles[r - 1][q - 1](x + size_t(n0) * K, K, w, y + size_t(n0) * N + j0, N, nullptr, 0);
-        } else {
-          kLogitsTiles[r - 1][q - 1](x + size_t(n0) * K, K, w, edge, q * kPanel, nullptr, 0);
-          for (int i = 0; i < r; ++i) std::memcpy(y + size_t(n0 + i) * N + j0, edge + size_t(i) * q * kPanel, sizeof(float) * live);
-        }
-      }
-    }
-  }
-
-  static void backward(const float* dy, int M, int N, const float* w, int K, float* dx, int k0, int k1) {
-    for (int n = 0; n < M; ++n) std::fill(dx + size_t(n) * K + k0, dx + size_t(n) * K + k1, 0.0f);
-    for (int c0 = k0; c0 < k1; c0 += kBwdVecs * 16) {
-      const int q = std::min(kBwdVecs, (k1 - c0) / 16);
-      for (int j0 = 0; j0 < N; j0 += kBackwardChunk) {
-        const int count = std::min(kBackwardChunk, N - j0);
-        for (int n0 = 0; n0 < M; n0 += kBwdRows) {
-          const int r = std::min(kBwdRows, M - n0);
-          kAccumulateTiles[r - 1][q - 1](dy + size_t(n0) * N + j0, N, count, w + size_t(j0) * K + c0, K, dx + size_t(n0) * K + c0);
-        }
-      }
-    }
-  }
-};
-
-bool usable(int dim) {
-  return dim % 16 == 0 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma");
-}
 
 }  // namespace avx512
+
+namespace avx2 {
+
+// The same tiles in 8-wide registers, for x86 CPUs without AVX-512 (most desktop and laptop
+// CPUs): 16 registers, so 6 rows x 2 vectors = 12 accumulators plus 2 loads and a broadcast.
+struct Isa {
+  static constexpr int kFwdRows = 6;    // x rows per logits tile
+  static constexpr int kFwdPanels = 1;  // 16-wide vocabulary panels per logits tile (2 registers)
+  static constexpr int kBwdRows = 6;    // rows per gradient tile
+  static constexpr int kBwdVecs = 2;    // vectors of D's columns per gradient tile
+  static constexpr int kVec = 8;        // floats per vector
+
+  // e^x for x <= 0 (a logit minus its running max), as Portable::exp_nonpositive: 0 below -86,
+  // where 2^n (n >= -125) is built by adding n to the polynomial's exponent bits.
+  TUNELAB_AVX2 static __m256 exp_nonpositive(__m256 x) {
+    const __m256 live = _mm256_cmp_ps(x, _mm256_set1_ps(-86.0f), _CMP_GE_OQ);
+    x = _mm256_max_ps(x, _mm256_set1_ps(-86.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
+    __m256 p = _mm256_set1_ps(kExpC[0]);
+    for (int i = 1; i < 6; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpC[i]));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i scaled = _mm256_add_epi32(_mm256_castps_si256(p), _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23));
+    return _mm256_and_ps(_mm256_castsi256_ps(scaled), live);
+  }
+
+  // All-ones in the lanes below `count`.
+  TUNELAB_AVX2 static __m256i first_lanes(int count) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+
+  TUNELAB_AVX2 static float horizontal(__m256 v, bool max) {
+    const __m128 l = _mm256_castps256_ps128(v), h = _mm256_extractf128_ps(v, 1);
+    __m128 a = max ? _mm_max_ps(l, h) : _mm_add_ps(l, h);
+    a = max ? _mm_max_ps(a, _mm_movehl_ps(a, a)) : _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = max ? _mm_max_ss(a, _mm_shuffle_ps(a, a, 1)) : _mm_add_ss(a, _mm_shuffle_ps(a, a, 1));
+    return _mm_cvtss_f32(a);
+  }
+
+  // R rows x P panels of logits, each panel two registers wide.
+  template <int R, int P>
+  TUNELAB_AVX2 static void logits_tile(const float* x, int D, const float* panels, float* s, int lds, const char* prefetch, int prefetch_lines) {
+    __m256 acc[R][2 * P];
+    TUNELAB_UNROLL for (int r = 0; r < R; ++r)
+      TUNELAB_UNROLL for (int q = 0; q < 2 * P; ++q) acc[r][q] = _mm256_setzero_ps();
+    const int lines_per_k = (prefetch_lines + D - 1) / D;
+    for (int k = 0; k < D; ++k) {
+      for (int i = k * lines_per_k; i < std::min(prefetch_lines, (k + 1) * lines_per_k); ++i) _mm_prefetch(prefetch + size_t(i) * 64, _MM_HINT_T1);
+      __m256 w[2 * P];
+      TUNELAB_UNROLL for (int q = 0; q < P; ++q) {
+        w[2 * q] = _mm256_loadu_ps(panels + (size_t(q) * D + k) * kPanel);
+        w[2 * q + 1] = _mm256_loadu_ps(panels + (size_t(q) * D + k) * kPanel + 8);
+      }
+      TUNELAB_UNROLL for (int r = 0; r < R; ++r) {
+        const __m256 b = _mm256_broadcast_ss(x + size_t(r) * D + k);
+        TUNELAB_UNROLL for (int q = 0; q < 2 * P; ++q) acc[r][q] = _mm256_fmadd_ps(b, w[q], acc[r][q]);
+      }
+    }
+    TUNELAB_UNROLL for (int r = 0; r < R; ++r)
+      TUNELAB_UNROLL for (int q = 0; q < 2 * P; ++q) _mm256_storeu_ps(s + size_t(r) * lds + q * 8, acc[r][q]);
+  }
+
+  template <int R, int V>
+  TUNELAB_AVX2 static void accumulate_tile(const float* e, int lde, int count, const float* w, int D, float* acc) {
+    __m256 a[R][V];
+    TUNELAB_UNROLL for (int r = 0; r < R; ++r)
+      TUNELAB_UNROLL for (int q = 0; q < V; ++q) a[r][q] = _mm256_setzero_ps();
+    for (int j = 0; j < count; ++j) {
+      __m256 wv[V];
+      TUNELAB_UNROLL for (int q = 0; q < V; ++q) wv[q] = _mm256_loadu_ps(w + size_t(j) * D + q * 8);
+      TUNELAB_UNROLL for (int r = 0; r < R; ++r) {
+        const __m256 b = _mm256_broadcast_ss(e + size_t(r) * lde + j);
+        TUNELAB_UNROLL for (int q = 0; q < V; ++q) a[r][q] = _mm256_fmadd_ps(b, wv[q], a[r][q]);
+      }
+    }
+    TUNELAB_UNROLL for (int r = 0; r < R; ++r)
+      TUNELAB_UNROLL for (int q = 0; q < V; ++q) {
+        float* out = acc + size_t(r) * D + q * 8;
+        _mm256_storeu_ps(out, _mm256_add_ps(_mm256_loadu_ps(out), a[r][q]));
+      }
+  }
+
+  TUNELAB_AVX2 static float row_max(const float* s, int count) {
+    const __m256 lowest = _mm256_set1_ps(kNegInf);
+    __m256 m = lowest;
+    for (int j = 0; j < count; j += 8) {
+      const __m256i live = first_lanes(count - j);
+      m = _mm256_max_ps(m, _mm256_blendv_ps(lowest, _mm256_maskload_ps(s + j, live), _mm256_castsi256_ps(live)));
+    }
+    return horizontal(m, true);
+  }
+
+  TUNELAB_AVX2 static float exp_shifted_sum(float* s, int count, float shift) {
+    const __m256 m = _mm256_set1_ps(shift);
+    __m256 total = _mm256_setzero_ps();
+    for (int j = 0; j < count; j += 8) {
+      const __m256i live = first_lanes(count - j);
+      const __m256 e = _mm256_and_ps(exp_nonpositive(_mm256_sub_ps(_mm256_maskload_ps(s + j, live), m)), _mm256_castsi256_ps(live));
+      _mm256_maskstore_ps(s + j, live, e);
+      total = _mm256_add_ps(total, e);
+    }
+    return horizontal(total, false);
+  }
+
+  static bool usable(int dim) { return dim % 16 == 0 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+};
+
+}  // namespace avx2
 #endif
+
+// Which loops a call takes. `cap` (the C ABI's last int) limits it: 0 the best the CPU has,
+// 1 the portable loops, 2 at most AVX2 (tests and benchmarks of the lower paths on a newer CPU).
+enum class Path { kPortable, kAvx2, kAvx512 };
+
+Path choose(int dim, int cap) {
+#if defined(TUNELAB_X86_PATHS)
+  if (cap == 0 && avx512::Isa::usable(dim)) return Path::kAvx512;
+  if (cap != 1 && avx2::Isa::usable(dim)) return Path::kAvx2;
+#else
+  (void)dim;
+  (void)cap;
+#endif
+  return Path::kPortable;
+}
+
+const char* path_name(Path path) {
+  switch (path) {
+    case Path::kAvx512:
+      return "avx512";
+    case Path::kAvx2:
+      return "avx2";
+    default:
+      return "portable";
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // The chunk loop and the merge, shared by both paths.
@@ -594,7 +753,7 @@ class WorkerPool {
 // result does not depend on the number of threads. A strip is a whole number of register tiles.
 template <class L>
 void linear_forward(const float* x, int M, int K, const float* packed, int N, float* y, int threads) {
-  constexpr int kStrip = 3 * kPanel;  // the AVX-512 tile's width (kFwdPanels panels)
+  constexpr int kStrip = 3 * kPanel;  // whole tiles on every path: AVX-512's 3 panels, AVX2's 1
   const int strips = (N + kStrip - 1) / kStrip;
   std::atomic<int> next{0};
   const std::function<void()> work = [&]() {
@@ -606,7 +765,7 @@ void linear_forward(const float* x, int M, int K, const float* packed, int N, fl
 
 template <class L>
 void linear_backward(const float* dy, int M, int N, const float* w, int K, float* dx, int threads) {
-  constexpr int kStrip = 3 * 16;  // the AVX-512 tile's width (kBwdVecs vectors)
+  constexpr int kStrip = 3 * 16;  // whole tiles on every path: AVX-512's 3 x 16, AVX2's 2 x 8 (x3)
   const int strips = (K + kStrip - 1) / kStrip;
   std::atomic<int> next{0};
   const std::function<void()> work = [&]() {
@@ -623,16 +782,9 @@ extern "C" {
 // Bumped whenever a signature below changes; the Python side refuses a library that differs.
 int tunelab_host_kernels_abi(void) { return kAbiVersion; }
 
-// Which path `tunelab_fused_cross_entropy` takes for this D: "avx512" or "portable".
-const char* tunelab_fused_cross_entropy_path(int dim, int force_portable) {
-#if defined(TUNELAB_AVX512_PATH)
-  if (!force_portable && avx512::usable(dim)) return "avx512";
-#else
-  (void)dim;
-  (void)force_portable;
-#endif
-  return "portable";
-}
+// Which path `tunelab_fused_cross_entropy` takes for this D: "avx512", "avx2" or "portable"
+// (cap as in `choose`).
+const char* tunelab_fused_cross_entropy_path(int dim, int cap) { return path_name(choose(dim, cap)); }
 
 // packed[(v / 16) * D * 16 + k * 16 + v % 16] = weight[v * D + k]; rows past V are zero.
 // `packed` holds ceil(V / 16) * 16 * D floats.
@@ -656,50 +808,65 @@ void tunelab_pack_head(const float* weight, int vocab, int dim, float* packed) {
 // - W[targets[n]]. Returns 0, or 1 when a target is outside [0, V) or a size is not positive.
 // chunk <= 0 picks the default; threads < 1 means one.
 int tunelab_fused_cross_entropy(const float* x, const int32_t* targets, int rows, int dim, const float* weight, const float* packed, int vocab,
-                                float* ce, float* grad, int threads, int chunk, int force_portable) {
+                                float* ce, float* grad, int threads, int chunk, int cap) {
   if (rows <= 0 || dim <= 0 || vocab <= 0) return 1;
   for (int n = 0; n < rows; ++n)
     if (targets[n] < 0 || targets[n] >= vocab) return 1;
   chunk = chunk <= 0 ? kDefaultChunk : (chunk + kPanel - 1) / kPanel * kPanel;
   const Problem p{x, targets, rows, dim, weight, packed, vocab, ce, grad, chunk};
-#if defined(TUNELAB_AVX512_PATH)
-  if (!force_portable && avx512::usable(dim)) {
-    run<avx512::Kernels>(p, threads);
-    return 0;
-  }
+  switch (choose(dim, cap)) {
+#if defined(TUNELAB_X86_PATHS)
+    case Path::kAvx512:
+      run<Tiled<avx512::Isa>>(p, threads);
+      return 0;
+    case Path::kAvx2:
+      run<Tiled<avx2::Isa>>(p, threads);
+      return 0;
 #endif
-  run<Portable>(p, threads);
-  return 0;
+    default:
+      run<Portable>(p, threads);
+      return 0;
+  }
 }
 
-// Which path the linear products take for an input width K: "avx512" or "portable".
-const char* tunelab_linear_path(int in_features, int force_portable) { return tunelab_fused_cross_entropy_path(in_features, force_portable); }
+// Which path the linear products take for an input width K (cap as in `choose`).
+const char* tunelab_linear_path(int in_features, int cap) { return path_name(choose(in_features, cap)); }
 
 // y (M x N) = x (M x K) @ W^T, with packed = tunelab_pack_head(W, N, K, .) for W (N x K) row-major.
 // Returns 1 when a size is not positive; threads < 1 means one.
-int tunelab_linear_forward(const float* x, int rows, int in_features, const float* packed, int out_features, float* y, int threads, int force_portable) {
+int tunelab_linear_forward(const float* x, int rows, int in_features, const float* packed, int out_features, float* y, int threads, int cap) {
   if (rows <= 0 || in_features <= 0 || out_features <= 0) return 1;
-#if defined(TUNELAB_AVX512_PATH)
-  if (!force_portable && avx512::usable(in_features)) {
-    linear_forward<avx512::Linear>(x, rows, in_features, packed, out_features, y, threads);
-    return 0;
-  }
+  switch (choose(in_features, cap)) {
+#if defined(TUNELAB_X86_PATHS)
+    case Path::kAvx512:
+      linear_forward<TiledLinear<avx512::Isa>>(x, rows, in_features, packed, out_features, y, threads);
+      return 0;
+    case Path::kAvx2:
+      linear_forward<TiledLinear<avx2::Isa>>(x, rows, in_features, packed, out_features, y, threads);
+      return 0;
 #endif
-  linear_forward<PortableLinear>(x, rows, in_features, packed, out_features, y, threads);
-  return 0;
+    default:
+      linear_forward<PortableLinear>(x, rows, in_features, packed, out_features, y, threads);
+      return 0;
+  }
 }
 
 // dx (M x K) = dy (M x N) @ W, for W (N x K) row-major. Returns 1 when a size is not positive.
-int tunelab_linear_backward(const float* dy, int rows, int out_features, const float* weight, int in_features, float* dx, int threads, int force_portable) {
+int tunelab_linear_backward(const float* dy, int rows, int out_features, const float* weight, int in_features, float* dx, int threads, int cap) {
   if (rows <= 0 || in_features <= 0 || out_features <= 0) return 1;
-#if defined(TUNELAB_AVX512_PATH)
-  if (!force_portable && avx512::usable(in_features)) {
-    linear_backward<avx512::Linear>(dy, rows, out_features, weight, in_features, dx, threads);
-    return 0;
-  }
+  switch (choose(in_features, cap)) {
+#if defined(TUNELAB_X86_PATHS)
+    case Path::kAvx512:
+      linear_backward<TiledLinear<avx512::Isa>>(dy, rows, out_features, weight, in_features, dx, threads);
+      return 0;
+    case Path::kAvx2:
+      linear_backward<TiledLinear<avx2::Isa>>(dy, rows, out_features, weight, in_features, dx, threads);
+      return 0;
 #endif
-  linear_backward<PortableLinear>(dy, rows, out_features, weight, in_features, dx, threads);
-  return 0;
+    default:
+      linear_backward<PortableLinear>(dy, rows, out_features, weight, in_features, dx, threads);
+      return 0;
+  }
 }
 
 }  // extern "C"
