@@ -563,115 +563,12 @@ const char* path_name(Path path) {
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// The chunk loop and the merge, shared by both paths.
-
-// The vocabulary is cut into a fixed number of shares, whatever the number of threads: threads
-// take shares from a counter, so a thread whose core is also running something else (OpenBLAS's
-// worker spinning between MLX's BLAS calls) simply finishes fewer of them. Each share's partial
-// result depends only on its boundaries and the merge runs in share order, so the output is the
-// same bit for bit for any number of threads (a resumed run reproduces its numbers).
-constexpr int kShares = 16;
-
-// One share of the vocabulary, reduced to what the merge needs.
-struct Partial {
-  std::vector<float> max;  // running max of each row's logits over the share
-  std::vector<float> sum;  // sum of exp(logit - max) over the share
-  float* acc = nullptr;    // N x D: sum of exp(logit - max) * W[v] over the share
-};
-
-template <class K>
-void run_share(const Problem& p, int begin, int end, Partial& part, float* s, float* target_logit) {
-  const int N = p.rows, D = p.dim, chunk = p.chunk;
-  part.max.assign(N, kNegInf);
-  part.sum.assign(N, 0.0f);
-  if (p.grad) std::fill(part.acc, part.acc + size_t(N) * D, 0.0f);
-  for (int c0 = begin; c0 < end; c0 += chunk) {
-    const int count = std::min(chunk, end - c0);
-    K::logits(p, c0, count, s, chunk);
-    for (int n = 0; n < N; ++n) {
-      const int t = p.targets[n];
-      if (t >= c0 && t < c0 + count) target_logit[n] = s[size_t(n) * chunk + (t - c0)];
-    }
-    for (int n = 0; n < N; ++n) {
-      float* row = s + size_t(n) * chunk;
-      const float seen = part.max[n];
-      const float m = std::max(seen, K::row_max(row, count));
-      if (m > seen && seen != kNegInf) {
-        // A larger max shrinks everything summed so far by exp(seen - m).
-        const float scale = std::exp(seen - m);
-        part.sum[n] *= scale;
-        if (p.grad)
-          for (int k = 0; k < D; ++k) part.acc[size_t(n) * D + k] *= scale;
-      }
-      part.max[n] = m;
-      part.sum[n] += K::exp_shifted_sum(row, count, m);
-    }
-    if (p.grad) K::accumulate(p, c0, count, s, chunk, part.acc);
-  }
-}
-
-template <class K>
-void run(const Problem& p, int threads) {
-  const int N = p.rows, D = p.dim;
-  const int panels = (p.vocab + kPanel - 1) / kPanel;
-  const int shares = std::min(kShares, panels);
-  threads = std::max(1, std::min(threads, shares));
-  std::vector<Partial> parts(shares);
-  // Each target lies in exactly one share, whose thread alone writes its entry.
-  std::vector<float> target_logit(N, 0.0f);
-  Scratch accumulators(p.grad ? size_t(shares) * N * D : 1);
-  for (int i = 0; i < shares; ++i) parts[i].acc = accumulators.get() + size_t(i) * N * D;
-  std::atomic<int> next{0};
-  auto work = [&]() {
-    Scratch logits(size_t(N) * p.chunk);
-    for (int i = next.fetch_add(1); i < shares; i = next.fetch_add(1)) {
-      // Shares are whole panels, so the last one alone reads the packed copy's padding.
-      const int begin = int(int64_t(panels) * i / shares) * kPanel;
-      const int end = std::min(p.vocab, int(int64_t(panels) * (i + 1) / shares) * kPanel);
-      run_share<K>(p, begin, end, parts[i], logits.get(), target_logit.data());
-    }
-  };
-  std::vector<std::thread> workers;
-  for (int t = 1; t < threads; ++t) workers.emplace_back(work);
-  work();
-  for (auto& w : workers) w.join();
-
-  std::vector<double> weight(shares), row(D);
-  for (int n = 0; n < N; ++n) {
-    float m = kNegInf;
-    for (const Partial& part : parts) m = std::max(m, part.max[n]);
-    double total = 0.0;
-    for (int i = 0; i < shares; ++i) {
-      weight[i] = std::exp(double(parts[i].max[n]) - m);
-      total += weight[i] * parts[i].sum[n];
-    }
-    // The max skips NaN, so a non-finite input row is reported as such, as MLX's softmax would.
-    const bool finite = std::all_of(p.x + size_t(n) * D, p.x + size_t(n + 1) * D, [](float v) { return std::isfinite(v); });
-    p.ce[n] = finite ? float(double(m) + std::log(total) - double(target_logit[n])) : kNaN;
-    if (!p.grad) continue;
-    if (!finite) {
-      std::fill(p.grad + size_t(n) * D, p.grad + size_t(n + 1) * D, kNaN);
-      continue;
-    }
-    // In double: the shares' sums nearly cancel against W[target] where the model is confident.
-    const float* w_target = p.weight + size_t(p.targets[n]) * D;
-    for (int k = 0; k < D; ++k) row[k] = -double(w_target[k]);
-    for (int i = 0; i < shares; ++i) {
-      const double scale = weight[i] / total;
-      const float* acc = parts[i].acc + size_t(n) * D;
-      for (int k = 0; k < D; ++k) row[k] += scale * acc[k];
-    }
-    float* g = p.grad + size_t(n) * D;
-    for (int k = 0; k < D; ++k) g[k] = float(row[k]);
-  }
-}
-
-// Threads kept between calls for the frozen linear layers. A layer's product takes 0.1-0.7 ms
-// and a training step makes dozens of them; starting and joining a std::thread costs ~65 us on
-// the 2-core VM this was measured on (as much as a k/v projection's whole product), a wake-up
-// of a parked one ~10x less. Helpers spin briefly after a job, since the next product usually
-// follows within microseconds, and then sleep so they do not compete with BLAS's own threads.
+// Threads kept between calls for the fused head and the frozen linear layers. A layer's product
+// takes 0.1-0.7 ms and a training step makes dozens of them; starting and joining a std::thread
+// costs ~65 us on the 2-core VM this was measured on (as much as a k/v projection's whole
+// product), a wake-up of a parked one ~10x less. Helpers spin briefly after a job, since the next
+// product usually follows within microseconds, and then sleep so they do not compete with BLAS's
+// own threads.
 class WorkerPool {
  public:
   static WorkerPool& instance() {
@@ -747,6 +644,108 @@ class WorkerPool {
   std::atomic<uint64_t> published_{0};
   std::atomic<int> remaining_{0};
 };
+
+// ---------------------------------------------------------------------------------------------
+// The chunk loop and the merge, shared by both paths.
+
+// The vocabulary is cut into a fixed number of shares, whatever the number of threads: threads
+// take shares from a counter, so a thread whose core is also running something else (OpenBLAS's
+// worker spinning between MLX's BLAS calls) simply finishes fewer of them. Each share's partial
+// result depends only on its boundaries and the merge runs in share order, so the output is the
+// same bit for bit for any number of threads (a resumed run reproduces its numbers).
+constexpr int kShares = 16;
+
+// One share of the vocabulary, reduced to what the merge needs.
+struct Partial {
+  std::vector<float> max;  // running max of each row's logits over the share
+  std::vector<float> sum;  // sum of exp(logit - max) over the share
+  float* acc = nullptr;    // N x D: sum of exp(logit - max) * W[v] over the share
+};
+
+template <class K>
+void run_share(const Problem& p, int begin, int end, Partial& part, float* s, float* target_logit) {
+  const int N = p.rows, D = p.dim, chunk = p.chunk;
+  part.max.assign(N, kNegInf);
+  part.sum.assign(N, 0.0f);
+  if (p.grad) std::fill(part.acc, part.acc + size_t(N) * D, 0.0f);
+  for (int c0 = begin; c0 < end; c0 += chunk) {
+    const int count = std::min(chunk, end - c0);
+    K::logits(p, c0, count, s, chunk);
+    for (int n = 0; n < N; ++n) {
+      const int t = p.targets[n];
+      if (t >= c0 && t < c0 + count) target_logit[n] = s[size_t(n) * chunk + (t - c0)];
+    }
+    for (int n = 0; n < N; ++n) {
+      float* row = s + size_t(n) * chunk;
+      const float seen = part.max[n];
+      const float m = std::max(seen, K::row_max(row, count));
+      if (m > seen && seen != kNegInf) {
+        // A larger max shrinks everything summed so far by exp(seen - m).
+        const float scale = std::exp(seen - m);
+        part.sum[n] *= scale;
+        if (p.grad)
+          for (int k = 0; k < D; ++k) part.acc[size_t(n) * D + k] *= scale;
+      }
+      part.max[n] = m;
+      part.sum[n] += K::exp_shifted_sum(row, count, m);
+    }
+    if (p.grad) K::accumulate(p, c0, count, s, chunk, part.acc);
+  }
+}
+
+template <class K>
+void run(const Problem& p, int threads) {
+  const int N = p.rows, D = p.dim;
+  const int panels = (p.vocab + kPanel - 1) / kPanel;
+  const int shares = std::min(kShares, panels);
+  threads = std::max(1, std::min(threads, shares));
+  std::vector<Partial> parts(shares);
+  // Each target lies in exactly one share, whose thread alone writes its entry.
+  std::vector<float> target_logit(N, 0.0f);
+  Scratch accumulators(p.grad ? size_t(shares) * N * D : 1);
+  for (int i = 0; i < shares; ++i) parts[i].acc = accumulators.get() + size_t(i) * N * D;
+  std::atomic<int> next{0};
+  const std::function<void()> work = [&]() {
+    Scratch logits(size_t(N) * p.chunk);
+    for (int i = next.fetch_add(1); i < shares; i = next.fetch_add(1)) {
+      // Shares are whole panels, so the last one alone reads the packed copy's padding.
+      const int begin = int(int64_t(panels) * i / shares) * kPanel;
+      const int end = std::min(p.vocab, int(int64_t(panels) * (i + 1) / shares) * kPanel);
+      run_share<K>(p, begin, end, parts[i], logits.get(), target_logit.data());
+    }
+  };
+  WorkerPool::instance().run(threads, work);
+
+  std::vector<double> weight(shares), row(D);
+  for (int n = 0; n < N; ++n) {
+    float m = kNegInf;
+    for (const Partial& part : parts) m = std::max(m, part.max[n]);
+    double total = 0.0;
+    for (int i = 0; i < shares; ++i) {
+      weight[i] = std::exp(double(parts[i].max[n]) - m);
+      total += weight[i] * parts[i].sum[n];
+    }
+    // The max skips NaN, so a non-finite input row is reported as such, as MLX's softmax would.
+    const bool finite = std::all_of(p.x + size_t(n) * D, p.x + size_t(n + 1) * D, [](float v) { return std::isfinite(v); });
+    p.ce[n] = finite ? float(double(m) + std::log(total) - double(target_logit[n])) : kNaN;
+    if (!p.grad) continue;
+    if (!finite) {
+      std::fill(p.grad + size_t(n) * D, p.grad + size_t(n + 1) * D, kNaN);
+      continue;
+    }
+    // In double: the shares' sums nearly cancel against W[target] where the model is confident.
+    const float* w_target = p.weight + size_t(p.targets[n]) * D;
+    for (int k = 0; k < D; ++k) row[k] = -double(w_target[k]);
+    for (int i = 0; i < shares; ++i) {
+      const double scale = weight[i] / total;
+      const float* acc = parts[i].acc + size_t(n) * D;
+      for (int k = 0; k < D; ++k) row[k] += scale * acc[k];
+    }
+    float* g = p.grad + size_t(n) * D;
+    for (int k = 0; k < D; ++k) g[k] = float(row[k]);
+  }
+}
+
 
 // The frozen linear layers: output columns cut into strips that threads take from a counter.
 // Every element of the result is computed by the same loop whatever strip holds it, so the
