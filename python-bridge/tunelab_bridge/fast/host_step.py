@@ -154,7 +154,7 @@ class HostStep:
         queries start."""
         mx.eval(hidden, positions, targets, weights, ntoks)
         h = np.asarray(hidden)
-        batch, _, dim = h.shape
+        dim = h.shape[-1]
         saved = []
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
