@@ -10,7 +10,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten
-from mlx_lm.models import llama
+from mlx_lm.models import llama, qwen2
 from mlx_lm.tuner.trainer import default_loss, iterate_batches
 from mlx_lm.tuner.utils import linear_to_lora_layers
 
@@ -19,10 +19,10 @@ from tunelab_bridge import fast
 VOCAB = 97
 
 
-def tiny_model(num_blocks: int = 6, seed: int = 0) -> nn.Module:
+def tiny_model(num_blocks: int = 6, seed: int = 0, model_type: str = "llama") -> nn.Module:
+    """A tiny llama, or ("qwen2") the same sizes as a qwen2: biases on q/k/v, no head_dim field."""
     mx.random.seed(seed)
-    args = llama.ModelArgs(
-        model_type="llama",
+    sizes = dict(
         hidden_size=48,
         num_hidden_layers=num_blocks,
         intermediate_size=96,
@@ -32,7 +32,10 @@ def tiny_model(num_blocks: int = 6, seed: int = 0) -> nn.Module:
         vocab_size=VOCAB,
         tie_word_embeddings=True,
     )
-    model = llama.Model(args)
+    if model_type == "qwen2":
+        model = qwen2.Model(qwen2.ModelArgs(model_type="qwen2", **sizes))
+    else:
+        model = llama.Model(llama.ModelArgs(model_type="llama", **sizes))
     mx.eval(model.parameters())
     return model
 
@@ -48,8 +51,8 @@ def dataset(count: int = 7, seed: int = 1, mask_prompt: bool = True) -> List[Tup
     return rows
 
 
-def prepare(num_blocks: int, layers: int, dropout: float = 0.0, keys: Optional[List[str]] = None) -> nn.Module:
-    model = tiny_model(num_blocks)
+def prepare(num_blocks: int, layers: int, dropout: float = 0.0, keys: Optional[List[str]] = None, model_type: str = "llama") -> nn.Module:
+    model = tiny_model(num_blocks, model_type=model_type)
     model.freeze()
     config = {"rank": 4, "scale": 10.0, "dropout": dropout}
     if keys:

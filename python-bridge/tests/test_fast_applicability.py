@@ -174,18 +174,28 @@ def test_host_attention_off_for_half_precision_blocks() -> None:
     assert not decision.applies and "float16" in decision.reason
 
 
-def test_native_linears_off_for_a_projection_with_a_bias() -> None:
+def test_native_linears_and_the_host_step_take_a_frozen_bias_and_training_stays_exact() -> None:
     import mlx.nn as nn
 
     from tunelab_bridge.fast.frozen_linear import base_linear
 
+    def bias_on_an_mlp_projection(model) -> None:
+        mlp = model.model.layers[5].mlp
+        out_features, in_features = base_linear(mlp.up_proj).weight.shape
+        mx.random.seed(7)  # the same layer in both runs
+        mlp.up_proj = nn.Linear(in_features, out_features, bias=True)
+        mlp.up_proj.freeze()
+
+    reference, candidate, plan, _ = run_pair(layers=2, batch_size=2, options=fast.FastOptions(), tweak=bias_on_an_mlp_projection)
+    assert plan.native_linears.applies and plan.host_step.applies, plan.native_linears.reason
+    assert_same_training(reference, candidate)
+
+    # A trained bias is not frozen: the kernels keep a copy for the whole run, so they step aside.
     model = prepare(6, 2)
-    mlp = model.model.layers[5].mlp
-    out_features, in_features = base_linear(mlp.up_proj).weight.shape
-    mlp.up_proj = nn.Linear(in_features, out_features, bias=True)
-    mlp.up_proj.freeze()
+    bias_on_an_mlp_projection(model)
+    model.model.layers[5].mlp.up_proj.unfreeze(keys=["bias"])
     decision = fast.plan(model).native_linears
-    assert not decision.applies and "bias" in decision.reason
+    assert not decision.applies and "bias in the adapted blocks is trained" in decision.reason
 
 
 def test_fused_head_off_when_the_kernels_cannot_be_built(monkeypatch) -> None:

@@ -47,13 +47,13 @@ def assert_same_training(reference, candidate, weights_atol: float = 2e-5) -> No
     assert ref_losses[-1] < ref_losses[0]
 
 
-def run_pair(*, layers, batch_size, mask_prompt=True, options=ALL_ON, max_seq_length=2048, dropout=0.0, blocks=6, tweak=None):
+def run_pair(*, layers, batch_size, mask_prompt=True, options=ALL_ON, max_seq_length=2048, dropout=0.0, blocks=6, tweak=None, model_type="llama"):
     data = dataset(9, mask_prompt=mask_prompt)
-    model = prepare(blocks, layers, dropout=dropout)
+    model = prepare(blocks, layers, dropout=dropout, model_type=model_type)
     if tweak:
         tweak(model)
     reference = train(model, reference_step(model), data, batch_size, STEPS, max_seq_length)
-    model = prepare(blocks, layers, dropout=dropout)
+    model = prepare(blocks, layers, dropout=dropout, model_type=model_type)
     if tweak:
         tweak(model)
     step, plan, loss_fn = fast_step(model, options, data, max_seq_length)
@@ -111,6 +111,17 @@ def test_host_step_with_adapters_on_every_projection_and_block() -> None:
     candidate = train(model, step, data, 2, STEPS)
     assert_same_training(reference, candidate)
     assert plan.host_step.applies and not plan.prefix_cache.applies, plan.host_step.reason
+
+
+@pytest.mark.parametrize("options", ["default", "all"])
+def test_qwen2_blocks_with_their_q_k_v_biases(options: str) -> None:
+    # The reference reproduction's model family: llama's block code with biased q/k/v projections.
+    reference, candidate, plan, _ = run_pair(layers=2, batch_size=2, options=EACH_ALONE[options], model_type="qwen2")
+    assert_same_training(reference, candidate)
+    assert plan.prefix_cache.applies and plan.tail_queries.applies
+    assert plan.host_step.applies == (options == "default"), plan.host_step.reason
+    if options == "default":
+        assert plan.native_linears.applies and plan.host_attention.applies and plan.fused_head.applies
 
 
 def test_truncation_to_max_seq_length() -> None:

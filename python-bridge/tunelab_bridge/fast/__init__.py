@@ -9,7 +9,7 @@
                     products over weights packed once per run (the LoRA term stays in MLX,
                     except in the host step)
 - anatomy.py        where a model's forward splits (embedding, blocks, norm, head); the adapted
-                    llama blocks run through a copy of their code, the last one from the first
+                    llama/qwen2 blocks run through a copy of their code, the last one from the first
                     loss position on (tail queries)
 - host_ops.py       SwiGLU computed with NumPy on the CPU (same values; MLX's x86 exp is scalar)
 - host_attention.py RoPE and grouped-query attention of the mirrored blocks computed with NumPy

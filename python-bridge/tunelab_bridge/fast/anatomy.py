@@ -29,7 +29,7 @@ class Anatomy:
     blocks: List[nn.Module]
     norm: nn.Module
     head: Callable[[mx.array], mx.array]
-    # SwiGLU for the blocks the fast path runs through `run_block`'s mirror of the llama block
+    # SwiGLU for the blocks the fast path runs through `run_block`'s mirror of the block code
     # (None: mlx-lm's own). host_ops.swiglu is the same function computed with NumPy.
     swiglu: Optional[Activation] = None
     # The head's dense (vocab, hidden) matrix, for kernels that take it directly; None where the
@@ -55,9 +55,7 @@ class Anatomy:
 
     def mirrors(self, block: nn.Module) -> bool:
         """Whether `run_block` can run this block through its own copy of the block's code."""
-        from mlx_lm.models import llama
-
-        return type(block) is llama.TransformerBlock and type(block.self_attn) is llama.Attention and type(block.mlp) is llama.MLP
+        return (type(block), type(getattr(block, "self_attn", None)), type(getattr(block, "mlp", None))) in _mirrored_blocks()
 
     def tail_queries_supported(self) -> bool:
         """Whether the last block can be run for the later positions only (its code is known)."""
@@ -69,8 +67,8 @@ class Anatomy:
     def run_block(self, block: nn.Module, h: mx.array, start: int = 0) -> mx.array:
         """The block's output at positions start.. (all of them by default).
 
-        For llama blocks this is the same arithmetic as `llama.TransformerBlock.__call__`, written
-        out so that (a) from `start` > 0 only the positions the loss can look at run queries,
+        For llama and qwen2 blocks this is the same arithmetic as their `TransformerBlock.__call__`,
+        written out so that (a) from `start` > 0 only the positions the loss can look at run queries,
         the output projection and the MLP, while every position still supplies keys and values,
         and (b) the SwiGLU and the rope + attention can be swapped for exact equivalents that are
         faster on this device.
@@ -111,6 +109,30 @@ class Anatomy:
             z = (module.dropout(x) @ module.lora_a) @ module.lora_b
             return y + (module.scale * z).astype(x.dtype)
         return module(x)
+
+
+def _mirrored_blocks() -> frozenset:
+    """(block, attention, MLP) classes whose forward `run_block` copies: llama's, and qwen2's, which
+    is the same code with biases on q/k/v (the projections' own business) and no head_dim field."""
+    from mlx_lm.models import llama, qwen2
+
+    return frozenset({(llama.TransformerBlock, llama.Attention, llama.MLP), (qwen2.TransformerBlock, qwen2.Attention, qwen2.MLP)})
+
+
+def head_dim(attn: nn.Module) -> Optional[int]:
+    """The width of one attention head: llama's attention keeps it; qwen2's computes it in
+    __init__ only, as o_proj's input width over the number of heads (None where unknown)."""
+    width = getattr(attn, "head_dim", None)
+    if width is not None:
+        return int(width)
+    from mlx_lm.tuner.lora import LoRALinear
+
+    o_proj = getattr(attn, "o_proj", None)
+    base = o_proj.linear if type(o_proj) is LoRALinear else o_proj
+    n_heads = getattr(attn, "n_heads", None)
+    if type(base) is not nn.Linear or not n_heads:
+        return None
+    return int(base.weight.shape[1]) // int(n_heads)
 
 
 def mlx_rope_attention(attn: nn.Module, queries: mx.array, keys: mx.array, values: mx.array, start: int) -> mx.array:

@@ -137,7 +137,7 @@ def plan(model: nn.Module, options: Optional[FastOptions] = None) -> FastPlan:
     elif random_anywhere:
         tail = Decision(False, "dropout draws depend on the padded batch shape")
     elif not anatomy.tail_queries_supported():
-        tail = Decision(False, "the last block is not a llama block whose code the fast path mirrors")
+        tail = Decision(False, "the last block is not a llama or qwen2 block whose code the fast path mirrors")
     elif len(blocks) - first < 1:
         tail = Decision(False, "the last block has no adapter")
     else:
@@ -185,7 +185,7 @@ def _host_computation_blocked(enabled: bool, compiled: Decision, anatomy: Anatom
         return Decision(False, on_gpu)
     blocks = anatomy.blocks[first:]
     if not blocks or not all(anatomy.mirrors(b) for b in blocks):
-        return Decision(False, "the adapted blocks are not llama blocks whose code the fast path mirrors")
+        return Decision(False, "the adapted blocks are not llama or qwen2 blocks whose code the fast path mirrors")
     return None
 
 
@@ -255,12 +255,13 @@ def _native_linears(model: nn.Module, anatomy: Anatomy, first: int, compiled: De
     trainable = {id(p) for _, p in tree_flatten(model.trainable_parameters())}
     for module in block_projections(blocks):
         base = base_linear(module)
-        if base is None or "bias" in base:
-            return Decision(False, "a projection in the adapted blocks is quantized, has a bias or is not a plain or LoRA linear layer")
-        if base.weight.dtype != mx.float32:
+        if base is None:
+            return Decision(False, "a projection in the adapted blocks is quantized or is not a plain or LoRA linear layer")
+        parameters = [base.weight] + ([base.bias] if "bias" in base else [])
+        if any(p.dtype != mx.float32 for p in parameters):
             return Decision(False, f"the adapted blocks' weights are {str(base.weight.dtype).rsplit('.', 1)[-1]}, and the kernels take float32")
-        if id(base.weight) in trainable:
-            return Decision(False, "a base weight in the adapted blocks is trained, and the kernels keep a packed copy for the whole run")
+        if any(id(p) in trainable for p in parameters):
+            return Decision(False, "a base weight or bias in the adapted blocks is trained, and the kernels keep a copy for the whole run")
     from . import host_kernels  # not at import time: `python -m ...host_kernels` imports this package
 
     lib, why = host_kernels.load()

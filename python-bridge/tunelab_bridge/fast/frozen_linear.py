@@ -20,7 +20,7 @@ import numpy as np
 
 from .host_buffers import PANEL, aligned_empty, float_pointer, library_for, path_cap, usable_cores
 
-# The projections of a llama block that Anatomy.run_block calls, as (submodule, attribute).
+# The projections of a llama (or qwen2) block that Anatomy.run_block calls, as (submodule, attribute).
 BLOCK_PROJECTIONS = (
     ("self_attn", "q_proj"),
     ("self_attn", "k_proj"),
@@ -43,7 +43,7 @@ def base_linear(module: nn.Module) -> Optional[nn.Module]:
 
 
 def block_projections(blocks: Iterable[nn.Module]) -> list:
-    """Every projection module of these llama blocks, in run_block's order."""
+    """Every projection module of these mirrored blocks, in run_block's order."""
     return [getattr(getattr(block, part), name) for block in blocks for part, name in BLOCK_PROJECTIONS]
 
 
@@ -52,10 +52,11 @@ class FrozenLinear:
     Holds W^T packed in the kernel's 16-column panels and, for the backward, W packed the same
     way (or W itself, MLX's row-major buffer, where only that width has the fast path)."""
 
-    def __init__(self, weight: mx.array, threads: Optional[int] = None, path: Optional[str] = None):
+    def __init__(self, weight: mx.array, threads: Optional[int] = None, path: Optional[str] = None, bias: Optional[mx.array] = None):
         """threads: default one per usable core; path: the highest path the kernels may take,
         "avx512", "avx2" or "portable" (default: the TUNELAB_HOST_KERNELS_PATH environment
-        variable, else the best the CPU has)."""
+        variable, else the best the CPU has); bias: a frozen (out,) bias added to the product
+        (qwen2's q/k/v projections have one)."""
         lib = library_for(weight, "a frozen linear")
         self._lib = lib
         self.out_features, self.in_features = weight.shape
@@ -63,6 +64,9 @@ class FrozenLinear:
         # buffer lives as long as this object.
         self._source = weight
         self.weight = np.ascontiguousarray(np.asarray(weight))
+        if bias is not None:
+            mx.eval(bias)
+        self.bias = None if bias is None else np.array(bias, dtype=np.float32).reshape(self.out_features)
         panels = -(-self.out_features // PANEL)
         self.packed = aligned_empty(panels * PANEL * self.in_features)
         lib.tunelab_pack_head(float_pointer(self.weight), self.out_features, self.in_features, float_pointer(self.packed))
@@ -83,11 +87,13 @@ class FrozenLinear:
         return self._project(x)
 
     def forward(self, rows: np.ndarray) -> np.ndarray:
-        """rows (M, in) -> rows @ W^T (M, out)."""
+        """rows (M, in) -> rows @ W^T (+ bias) (M, out)."""
         x = np.ascontiguousarray(rows, dtype=np.float32)
         y = np.empty((x.shape[0], self.out_features), dtype=np.float32)
         if x.shape[0]:
             self._lib.tunelab_linear_forward(float_pointer(x), x.shape[0], self.in_features, float_pointer(self.packed), self.out_features, float_pointer(y), self.threads, self.cap)
+        if self.bias is not None:
+            y += self.bias
         return y
 
     def backward(self, cotangent: np.ndarray) -> np.ndarray:
@@ -125,5 +131,5 @@ def frozen_linears(modules: Iterable[nn.Module]) -> Dict[int, FrozenLinear]:
     for module in modules:
         base = base_linear(module)
         if base is not None and id(base) not in out:
-            out[id(base)] = FrozenLinear(base.weight)
+            out[id(base)] = FrozenLinear(base.weight, bias=base.get("bias"))
     return out

@@ -1,4 +1,4 @@
-"""A llama block's rotary embedding and attention computed on the host with NumPy.
+"""A llama (or qwen2) block's rotary embedding and attention computed on the host with NumPy.
 
 With ~60 tokens the attention of a SmolLM2-sized block is ~8 MFLOP, yet in MLX on x86 it costs
 more than the block's projections: MLX's CPU backend computes RoPE's sin/cos and the softmax's
@@ -28,18 +28,20 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from .anatomy import head_dim
+
 
 def supports(attn: nn.Module) -> bool:
     """Whether this attention module's rotary embedding is the kind mirrored here."""
     rope = getattr(attn, "rope", None)
-    head_dim = getattr(attn, "head_dim", None)
+    width = head_dim(attn)
     return (
         type(rope) is nn.RoPE
         and not rope.traditional
         and float(rope.scale) == 1.0
-        and head_dim is not None
-        and rope.dims == head_dim
-        and head_dim % 2 == 0
+        and width is not None
+        and rope.dims == width
+        and width % 2 == 0
     )
 
 
@@ -109,7 +111,7 @@ class HostAttention:
 
     @classmethod
     def of(cls, attn: nn.Module) -> "HostAttention":
-        return cls(attn.n_heads, attn.n_kv_heads, attn.head_dim, attn.rope.base, attn.scale)
+        return cls(attn.n_heads, attn.n_kv_heads, head_dim(attn), attn.rope.base, attn.scale)
 
     def __call__(self, q: mx.array, k: mx.array, v: mx.array, start: int = 0) -> mx.array:
         """The attention output (B, span, H*d) at positions start.., ready for o_proj."""
@@ -202,7 +204,7 @@ class HostAttention:
 
 
 def host_attentions(blocks: Iterable[nn.Module]) -> Dict[int, HostAttention]:
-    """Host attention for each of these llama blocks whose rotary embedding is supported, keyed
+    """Host attention for each of these mirrored blocks whose rotary embedding is supported, keyed
     by id() of its attention module (the key Anatomy.run_block looks up); blocks with the same
     configuration share one (and its cos/sin table)."""
     shared: Dict[tuple, HostAttention] = {}
@@ -211,7 +213,7 @@ def host_attentions(blocks: Iterable[nn.Module]) -> Dict[int, HostAttention]:
         attn = getattr(block, "self_attn", None)
         if attn is None or not supports(attn):
             continue
-        config = (attn.n_heads, attn.n_kv_heads, attn.head_dim, float(attn.rope.base), float(attn.scale))
+        config = (attn.n_heads, attn.n_kv_heads, head_dim(attn), float(attn.rope.base), float(attn.scale))
         if config not in shared:
             shared[config] = HostAttention.of(attn)
         out[id(attn)] = shared[config]

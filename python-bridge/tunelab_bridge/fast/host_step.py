@@ -9,8 +9,9 @@ LoRA products), ~20 ms of a ~73 ms step on a 2-core machine. Here the same arith
 a straight sequence of NumPy calls, forward keeping what the backward needs.
 
 It computes exactly what `Anatomy.run_block` + the fused head compute under
-`nn.value_and_grad`, for llama blocks whose trainable parameters are mlx-lm LoRALinear
-adapters (dropout 0) on plain float32 projections:
+`nn.value_and_grad`, for llama and qwen2 blocks whose trainable parameters are mlx-lm
+LoRALinear adapters (dropout 0) on plain float32 projections (a frozen bias, as qwen2's q/k/v
+have, is part of the projection's native product):
 
     n1 = rms_norm(h) * w_in                       (mx.fast.rms_norm)
     q, k, v = proj(n1[start:]), proj(n1), proj(n1) proj(x) = x W^T + scale (x A) B
