@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from . import data as datasets
+from .parameter_slots import TrainableSlots
 from .protocol import BridgeError, Params
 from .runs import MetricsLog, RunDir, atomic_write_json, check_run_name, default_run_name, read_json, save_arrays
 
@@ -170,6 +171,7 @@ class OptimizerStep:
         self._clip = mx.compile(lambda grads: optim.clip_grad_norm(grads, grad_clip))
         self._update = mx.compile(update, inputs=state, outputs=state)
         self._model, self._optimizer = model, optimizer
+        self._trainable = TrainableSlots(model)
 
     def clip(self, grads: Any) -> tuple[Any, Any]:
         import mlx.core as mx
@@ -182,7 +184,7 @@ class OptimizerStep:
         import mlx.core as mx
 
         self._update(grads)
-        mx.eval(self._model.trainable_parameters(), self._optimizer.state)
+        mx.eval(self._trainable.arrays(), self._optimizer.state)
 
 
 def train_step(step: OptimizerStep, loss_and_grad: Callable[..., Any], model: Any, batch: tuple[Any, Any]) -> StepOutcome:

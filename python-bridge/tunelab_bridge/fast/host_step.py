@@ -33,12 +33,16 @@ from typing import Dict, List, Optional, Tuple
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from mlx.utils import tree_map
 
+from ..parameter_slots import TrainableSlots
 from .anatomy import Anatomy
 from .frozen_linear import BLOCK_PROJECTIONS, FrozenLinear, base_linear
 from .fused_head import FusedHead
 from .host_attention import HostAttention
+
+
+# Adapter gradients keyed by (id() of the LoRALinear, "lora_a" or "lora_b").
+Grads = Dict[Tuple[int, str], np.ndarray]
 
 
 def _rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> Tuple[np.ndarray, np.ndarray]:
@@ -88,17 +92,17 @@ class _Projection:
         y += self.scale * (xa @ b)
         return y, xa
 
-    def backward(self, x: np.ndarray, xa: Optional[np.ndarray], dy: np.ndarray, grads: Dict[int, np.ndarray], input_gradient: bool = True) -> Optional[np.ndarray]:
+    def backward(self, x: np.ndarray, xa: Optional[np.ndarray], dy: np.ndarray, grads: Grads, input_gradient: bool = True) -> Optional[np.ndarray]:
         """The input's cotangent (None when not wanted); the adapters' gradients go into `grads`
-        keyed by id() of the current A and B arrays."""
+        keyed by (id() of the LoRA module, "lora_a" / "lora_b")."""
         dx = self.native.backward(dy) if input_gradient else None
         if self.lora is None:
             return dx
         a, b = self.adapters()
         dz = dy * self.scale
-        grads[id(self.lora.lora_b)] = xa.T @ dz
+        grads[(id(self.lora), "lora_b")] = xa.T @ dz
         dxa = dz @ b.T
-        grads[id(self.lora.lora_a)] = x.T @ dxa
+        grads[(id(self.lora), "lora_a")] = x.T @ dxa
         if dx is not None:
             dx += dxa @ a.T
         return dx
@@ -139,6 +143,10 @@ class HostStep:
             )
         self.final_norm, self.final_eps = _frozen(anatomy.norm.weight), float(anatomy.norm.eps)
         self.head = head
+        # The gradient tree's shape, and which adapter each of its leaves is (plan() checked that
+        # the trainable parameters are exactly these adapters).
+        self.trainable = TrainableSlots(model)
+        self._leaf_keys = [(id(container), key) for container, key in self.trainable.slots]
 
     def loss_and_grad(self, *args, **kwargs):
         """(loss, grads) like `nn.value_and_grad(model, loss)` of the fast path's loss: grads is
@@ -175,11 +183,10 @@ class HostStep:
         d_h = np.zeros((h.shape[0] * h.shape[1], dim), dtype=np.float32)
         d_h[rows_at] = _rms_norm_backward(rows, inv, self.final_norm, d_normed)
         d_h = d_h.reshape(h.shape)
-        grads: Dict[int, np.ndarray] = {}
+        grads: Grads = {}
         for i in range(last, -1, -1):
             d_h = self._block_backward(self.blocks[i], saved[i], d_h, grads, input_gradient=i > 0)
-        by_id = {key: mx.array(value) for key, value in grads.items()}
-        return loss, tree_map(lambda p: by_id[id(p)], self.model.trainable_parameters())
+        return loss, self.trainable.tree([mx.array(grads[key]) for key in self._leaf_keys])
 
     def _block_forward(self, block: _Block, h: np.ndarray, start: int, keep: bool):
         batch, length, dim = h.shape
@@ -213,7 +220,7 @@ class HostStep:
         )
         return out, state
 
-    def _block_backward(self, block: _Block, s: dict, d_out: np.ndarray, grads: Dict[int, np.ndarray], input_gradient: bool) -> Optional[np.ndarray]:
+    def _block_backward(self, block: _Block, s: dict, d_out: np.ndarray, grads: Grads, input_gradient: bool) -> Optional[np.ndarray]:
         batch, span, dim = d_out.shape
         start = s["start"]
         length = span + start
