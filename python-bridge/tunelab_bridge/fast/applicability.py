@@ -8,7 +8,7 @@ off and the plan carries one sentence saying why, for the run's summary table.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Any, Dict, Optional, Tuple, Union
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -220,16 +220,10 @@ def _fused_head(model: nn.Module, anatomy: Anatomy, head: Decision, options: Fas
         return Decision(False, f"the vocabulary head is {str(weight.dtype).rsplit('.', 1)[-1]}, and the kernel takes float32")
     if any(p is weight for _, p in tree_flatten(model.trainable_parameters())):
         return Decision(False, "the vocabulary head is trained, and the kernel keeps a copy of it for the whole run")
-    from . import host_kernels  # not at import time: `python -m ...host_kernels` imports this package
-
-    lib, why = host_kernels.load()
-    if lib is None:
-        return Decision(False, why)
-    try:
-        cap = host_kernels.path_cap()
-    except ValueError as error:
-        return Decision(False, str(error))
-    capped = host_kernels.capped_by_environment()
+    found = _kernel_library()
+    if isinstance(found, Decision):
+        return found
+    lib, cap, capped = found
     path = lib.tunelab_fused_cross_entropy_path(weight.shape[1], cap).decode()
     if path == "portable" and capped != "portable":
         # Measured on a Zen 4: the portable loops (SSE2 there) take ~200 ms for 32 rows of
@@ -262,6 +256,24 @@ def _native_linears(model: nn.Module, anatomy: Anatomy, first: int, compiled: De
             return Decision(False, f"the adapted blocks' weights are {str(base.weight.dtype).rsplit('.', 1)[-1]}, and the kernels take float32")
         if any(id(p) in trainable for p in parameters):
             return Decision(False, "a base weight or bias in the adapted blocks is trained, and the kernels keep a copy for the whole run")
+    found = _kernel_library()
+    if isinstance(found, Decision):
+        return found
+    lib, cap, capped = found
+    widths = {base_linear(m).weight.shape[1] for m in block_projections(blocks)}
+    paths = {lib.tunelab_linear_path(k, cap).decode() for k in widths}
+    if "portable" in paths and capped != "portable":
+        # The portable loops are a correctness fallback; BLAS is several times faster than them.
+        return Decision(False, "the kernels' fast paths need AVX-512 or AVX2 (and layer widths that are multiples of 16); their portable loops are slower than MLX's BLAS products")
+    from .host_kernels import PATHS
+
+    path = min(paths, key=PATHS.index)  # widths that are all multiples of 16 share one path
+    return Decision(True, f"frozen projections of blocks {first}-{len(anatomy.blocks) - 1} as native products over weights packed once ({_kernel_path(path, capped)})")
+
+
+def _kernel_library() -> Union[Decision, Tuple[Any, int, Optional[str]]]:
+    """(library, the `cap` its calls take, the path the environment caps it to or None), or the
+    Decision saying why the kernels are off (no library, or a bad TUNELAB_HOST_KERNELS_PATH)."""
     from . import host_kernels  # not at import time: `python -m ...host_kernels` imports this package
 
     lib, why = host_kernels.load()
@@ -271,14 +283,7 @@ def _native_linears(model: nn.Module, anatomy: Anatomy, first: int, compiled: De
         cap = host_kernels.path_cap()
     except ValueError as error:
         return Decision(False, str(error))
-    capped = host_kernels.capped_by_environment()
-    widths = {base_linear(m).weight.shape[1] for m in block_projections(blocks)}
-    paths = {lib.tunelab_linear_path(k, cap).decode() for k in widths}
-    if "portable" in paths and capped != "portable":
-        # The portable loops are a correctness fallback; BLAS is several times faster than them.
-        return Decision(False, "the kernels' fast paths need AVX-512 or AVX2 (and layer widths that are multiples of 16); their portable loops are slower than MLX's BLAS products")
-    path = min(paths, key=host_kernels.PATHS.index)
-    return Decision(True, f"frozen projections of blocks {first}-{len(anatomy.blocks) - 1} as native products over weights packed once ({_kernel_path(path, capped)})")
+    return lib, cap, host_kernels.capped_by_environment()
 
 
 def _kernel_path(path: str, capped: Optional[str]) -> str:
