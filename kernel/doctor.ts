@@ -51,8 +51,10 @@ export interface BridgeReport {
   metal: boolean;
   cuda: boolean;
   blas: BlasInfo & { warning?: string | null };
-  /** Linux: the native kernels %tune's CPU step uses (fused head, frozen projections). */
-  /** simd: the path the kernels take here ("avx512", "avx2", "portable"), null when unavailable. */
+  /**
+   * Linux: the native kernels %tune's CPU step uses (fused head, frozen projections); simd is the
+   * path they take here ("avx512", "avx2", "portable"), null when unavailable.
+   */
   host_kernels?: { path: string | null; simd: string | null; why: string | null };
 }
 
