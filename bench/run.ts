@@ -6,6 +6,7 @@ import { cpus, totalmem, platform, arch, release } from "node:os";
 import { writeFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import { PACKAGE_ROOT } from "../kernel/paths.js";
+import { bridgeBlas, machineLine } from "./blas-report.js";
 
 interface Bench {
   title: string;
@@ -41,9 +42,10 @@ const BENCHES: Record<string, Bench> = {
   },
 };
 
-function machine(): string {
+async function machine(): Promise<string> {
   const cpu = cpus();
-  return `${cpu.length} x ${cpu[0]?.model ?? "unknown CPU"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, ${platform()}-${arch()} ${release()}, Node ${process.version}`;
+  const bridge = await bridgeBlas().then(machineLine, (error: Error) => `bridge not checked (${error.message.slice(0, 200)})`);
+  return `${cpu.length} x ${cpu[0]?.model ?? "unknown CPU"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, ${platform()}-${arch()} ${release()}, Node ${process.version}; as the bridge sees it: ${bridge}`;
 }
 
 async function main(): Promise<void> {
@@ -74,7 +76,7 @@ async function main(): Promise<void> {
   const text = [
     "# Benchmarks",
     "",
-    `Measured ${new Date().toISOString().slice(0, 10)} on ${machine()}.`,
+    `Measured ${new Date().toISOString().slice(0, 10)} on ${await machine()}.`,
     "Every table compares tunelab with a peer measured in the same run; these machines are noisy, so compare within a table, not across runs.",
     "",
     ...sections,

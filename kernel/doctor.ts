@@ -1,7 +1,8 @@
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { BRIDGE_PYTHON, NATIVE_ADDON } from "./paths.js";
-import { bridgeEnv } from "./bridge/local.js";
+import { bridgeEnv, pythonCommand } from "./bridge/local.js";
+import { blasPhrase } from "./bridge/blas-text.js";
 import { runCommand } from "./setup/step.js";
 import type { BlasInfo } from "./bridge/types.js";
 
@@ -10,36 +11,6 @@ import type { BlasInfo } from "./bridge/types.js";
  * mlx-cpu wheel's bundled reference BLAS makes LoRA training about 9x slower, and nobody should
  * get that path without being told how to fix it.
  */
-
-const PROBE = `
-import json, sys
-from tunelab_bridge.blas import ensure_optimised_blas, blas_report
-ensure_optimised_blas()
-out = {"python": sys.version.split()[0], "executable": sys.executable}
-import mlx.core as mx
-out["mlx"] = getattr(mx, "__version__", "?")
-out["device"] = str(mx.default_device())
-out["metal"] = bool(getattr(mx, "metal", None) and mx.metal.is_available())
-cuda = getattr(mx, "cuda", None)
-out["cuda"] = bool(cuda and hasattr(cuda, "is_available") and cuda.is_available())
-try:
-    import mlx_lm
-    out["mlx_lm"] = getattr(mlx_lm, "__version__", "?")
-except Exception as error:
-    out["mlx_lm_error"] = str(error)
-out["blas"] = blas_report()
-if sys.platform.startswith("linux"):
-    from tunelab_bridge.fast import host_kernels
-    lib, why = host_kernels.load()
-    simd = None
-    if lib is not None:
-        try:
-            simd = lib.tunelab_linear_path(16, host_kernels.path_cap()).decode()
-        except ValueError as error:
-            why = str(error)
-    out["host_kernels"] = {"path": getattr(lib, "_name", None), "simd": simd, "why": why or None}
-print("TUNELAB_DOCTOR " + json.dumps(out))
-`;
 
 export interface BridgeReport {
   python: string;
@@ -53,9 +24,10 @@ export interface BridgeReport {
   blas: BlasInfo & { warning?: string | null };
   /**
    * Linux: the native kernels %tune's CPU step uses (fused head, frozen projections); simd is the
-   * path they take here ("avx512", "avx2", "portable"), null when unavailable.
+   * path they take here ("avx512", "avx2", "portable"), null when unavailable; checks holds this
+   * CPU's check of each path (null: passed, else why it failed).
    */
-  host_kernels?: { path: string | null; simd: string | null; why: string | null };
+  host_kernels?: { path: string | null; simd: string | null; why: string | null; checks?: Record<string, string | null> };
 }
 
 export interface DoctorReport {
@@ -65,9 +37,15 @@ export interface DoctorReport {
   addon: { path: string; loads: boolean; detail: string };
 }
 
-export async function probeBridge(python = BRIDGE_PYTHON, env: NodeJS.ProcessEnv = {}): Promise<{ report: BridgeReport | null; error: string | null }> {
+/**
+ * Runs the bridge's own report (python-bridge/tunelab_bridge/doctor.py) with the bridge's start-up:
+ * BLAS chosen and checked on this CPU, host kernels checked. `recheck` checks every BLAS again.
+ */
+export async function probeBridge(python = BRIDGE_PYTHON, env: NodeJS.ProcessEnv = {}, recheck = false): Promise<{ report: BridgeReport | null; error: string | null }> {
   if (!existsSync(python)) return { report: null, error: `not installed (no ${python}); run \`npm run setup\`` };
-  const result = await runCommand(python, ["-c", PROBE], { env: bridgeEnv(env), allowFailure: true });
+  const fullEnv = bridgeEnv(env);
+  const { command, args } = pythonCommand(python, ["-m", "tunelab_bridge.doctor", ...(recheck ? ["--recheck"] : [])], fullEnv);
+  const result = await runCommand(command, args, { env: fullEnv, allowFailure: true });
   const line = result.stdout.split("\n").find((l) => l.startsWith("TUNELAB_DOCTOR "));
   if (result.code !== 0 || !line) {
     const tail = result.stderr.trim().split("\n").slice(-3).join(" | ");
@@ -87,8 +65,8 @@ export function probeAddon(path = NATIVE_ADDON): DoctorReport["addon"] {
   }
 }
 
-export async function doctor(): Promise<DoctorReport> {
-  const { report, error } = await probeBridge();
+export async function doctor(recheck = false): Promise<DoctorReport> {
+  const { report, error } = await probeBridge(BRIDGE_PYTHON, {}, recheck);
   return { bridgePython: BRIDGE_PYTHON, bridge: report, bridgeError: error, addon: probeAddon() };
 }
 
@@ -100,16 +78,24 @@ export function formatDoctor(d: DoctorReport): string {
     lines.push(`                Python ${b.python} (${b.executable})`);
     lines.push(`MLX:            ${b.mlx}, backend ${backend}, default device ${b.device}`);
     lines.push(`mlx-lm:         ${b.mlx_lm ?? `not importable (${b.mlx_lm_error})`}`);
-    const rate = b.blas.gflops === null || b.blas.gflops === undefined ? "not measured" : `${b.blas.gflops} GFLOP/s sgemm`;
-    lines.push(`BLAS:           ${b.blas.name}, ${rate}`);
+    if (b.blas.cpu) lines.push(`CPU:            ${b.blas.cpu.summary}`);
+    const rate = b.blas.gflops === null || b.blas.gflops === undefined ? "not measured" : `sgemm ${b.blas.size ?? ""}${b.blas.size ? `x${b.blas.size} ` : ""}at ${b.blas.gflops} GFLOP/s`;
+    lines.push(`BLAS:           ${blasPhrase({ ...b.blas, gflops: null })}, ${rate}`);
     if (b.blas.path) lines.push(`                ${b.blas.path}`);
-    if (b.blas.reference) lines.push(`WARNING:        ${b.blas.warning ?? "MLX runs on the slow reference BLAS; run `npm run setup` to install OpenBLAS."}`);
+    for (const c of b.blas.candidates ?? []) {
+      const state = c.ok ? `passed, ${c.gflops} GFLOP/s${c.core ? ` (core ${c.core})` : ""}` : `${c.available ? "failed" : "unavailable"}: ${c.reason}`;
+      lines.push(`  ${c.chosen ? "*" : " "} ${c.name.padEnd(17)} ${state}  [${c.origin}]`);
+    }
+    if (b.blas.checked_at) lines.push(`                checked on this CPU ${b.blas.checked_at}; \`tunelab doctor --recheck\` checks again`);
+    if (b.blas.warning) lines.push(`WARNING:        ${b.blas.warning}`);
     const k = b.host_kernels;
     if (k) {
       if (!k.path) lines.push(`host kernels:   unavailable: ${k.why}; %tune computes the head and projections with MLX`);
       else if (!k.simd) lines.push(`host kernels:   off: ${k.why}`);
       else if (k.simd === "portable") lines.push(`host kernels:   built, but this CPU has neither AVX-512 nor AVX2 (or TUNELAB_HOST_KERNELS_PATH rules them out): %tune computes the head and projections with MLX (${k.path})`);
       else lines.push(`host kernels:   ${k.simd === "avx512" ? "AVX-512" : "AVX2"} (${k.path})`);
+      const failed = Object.entries(k.checks ?? {}).filter(([, why]) => why);
+      for (const [path, why] of failed) lines.push(`                ${path} path failed its check on this CPU: ${why}`);
     }
   } else {
     lines.push(`MLX:            ${d.bridgeError}`);
@@ -120,7 +106,7 @@ export function formatDoctor(d: DoctorReport): string {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const report = await doctor();
+  const report = await doctor(argv.includes("--recheck"));
   if (argv.includes("--json")) console.log(JSON.stringify(report, null, 2));
   else console.log(formatDoctor(report));
   return report.bridge && report.addon.loads ? 0 : 1;

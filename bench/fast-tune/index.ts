@@ -1,6 +1,6 @@
 /**
  * The identity run on CPU, every contender in one run on the same machine and minute:
- * plain mlx-lm on the stock mlx-cpu wheel (reference BLAS) and with OpenBLAS, PyTorch + PEFT in
+ * plain mlx-lm on the stock mlx-cpu wheel (reference BLAS) and with the bridge's BLAS, PyTorch + PEFT in
  * float32 and bfloat16 (from .venv-bench, made by bench/fast-tune/setup-bench-env.sh), tunelab's
  * fast path in a plain script, and `%tune` through the kernel. Same model (the embedded
  * SmolLM2-135M-Instruct), data (data/identity.jsonl, 5 pairs), LoRA recipe and step count.
@@ -15,6 +15,8 @@ import { BRIDGE_PYTHON, CACHE_DIR, PACKAGE_ROOT } from "../../kernel/paths.js";
 import { LocalKernel } from "../../kernel/runner/local-kernel.js";
 import { bundledKernelSpec } from "../../kernel/runner/kernelspec.js";
 import { textOf } from "../kernel-output.js";
+import { blasPhrase } from "../../kernel/bridge/blas-text.js";
+import { bridgeBlas, candidatesTable } from "../blas-report.js";
 
 const HERE = join(PACKAGE_ROOT, "bench", "fast-tune");
 const MODEL = join(CACHE_DIR, "models", "SmolLM2-135M-Instruct");
@@ -22,7 +24,7 @@ const DATA = join(PACKAGE_ROOT, "data", "identity.jsonl");
 const BENCH_PYTHON = join(PACKAGE_ROOT, ".venv-bench", "bin", "python");
 const ITERS = Number(process.env.TUNELAB_BENCH_FAST_ITERS ?? 200);
 // The stock wheel runs ~20x slower per step: a few steps give its rate; its arithmetic is the
-// OpenBLAS row's, so it would reach the same identity.
+// same-BLAS row's, so it would reach the same identity.
 const STOCK_ITERS = Number(process.env.TUNELAB_BENCH_FAST_STOCK_ITERS ?? 5);
 const LR = Number(process.env.TUNELAB_BENCH_FAST_LR ?? 5e-5); // %tune's default and the reproduction's
 // On a machine shared with other jobs, BLAS and OpenMP threads that spin-wait make every row
@@ -33,6 +35,15 @@ if (THREADS) {
   process.env.OPENBLAS_NUM_THREADS = THREADS;
   process.env.OMP_NUM_THREADS = THREADS;
   process.env.TORCH_THREADS = THREADS;
+}
+// On an AVX-512 machine, TUNELAB_BENCH_FORCE_AVX2=1 runs every contender as a CPU without
+// AVX-512 would: Debian's DYNAMIC_ARCH OpenBLAS told to take its Haswell kernels, and the host
+// kernels capped at their AVX2 path (the table's heading says so).
+const FORCE_AVX2 = process.env.TUNELAB_BENCH_FORCE_AVX2 === "1";
+if (FORCE_AVX2) {
+  process.env.TUNELAB_BLAS = "system-openblas";
+  process.env.OPENBLAS_CORETYPE = "Haswell";
+  process.env.TUNELAB_HOST_KERNELS_PATH = "avx2";
 }
 const EXPECT = "Quill";
 const EVAL = "Who are you?";
@@ -82,18 +93,17 @@ async function script(python: string, file: string, args: string[], env: NodeJS.
   return JSON.parse(line.slice("RESULT ".length)) as ScriptResult;
 }
 
-/** The bridge environment without any preloaded BLAS: what a plain `pip install mlx[cpu]` gives. */
+/** The bridge's environment with the BLAS bundled in the mlx[cpu] wheel: what a plain `pip install mlx[cpu]` gives. */
 function stockEnv(): NodeJS.ProcessEnv {
-  const env = bridgeEnv();
-  delete env.LD_PRELOAD;
-  return env;
+  return bridgeEnv({ TUNELAB_BLAS: "reference" });
 }
 
-async function openblasEnv(): Promise<NodeJS.ProcessEnv> {
-  const probe = await runProcess(BRIDGE_PYTHON, ["-c", "from tunelab_bridge.blas import openblas_library; print(openblas_library() or '')"], bridgeEnv());
-  const library = probe.stdout.trim();
-  if (probe.code !== 0 || !library) throw new Error(`OpenBLAS for the bridge was not found (${probe.stderr.trim().slice(-300)}); run \`npm run setup\``);
-  return { ...bridgeEnv(), LD_PRELOAD: library };
+/**
+ * The bridge's BLAS choice for this CPU (blas.activate in the scripts). The peers keep OpenBLAS's
+ * own worker timeout (2^28 cycles); only tunelab's rows take the bridge's short one.
+ */
+function sameBlasEnv(): NodeJS.ProcessEnv {
+  return bridgeEnv({ OPENBLAS_THREAD_TIMEOUT: process.env.OPENBLAS_THREAD_TIMEOUT ?? "28" });
 }
 
 function fromScript(label: string, detail: string, r: ScriptResult, note = ""): Row {
@@ -161,16 +171,19 @@ export async function runFastTuneBench(): Promise<{ markdown: string }> {
   if (!existsSync(BRIDGE_PYTHON)) throw new Error("the MLX bridge is not installed; run `npm run setup`");
   if (!existsSync(join(MODEL, "config.json"))) throw new Error(`the embedded model is not imported at ${MODEL}; run \`npm run setup\``);
   const loadBefore = loadavg()[0]!;
-  const openblas = await openblasEnv();
+  // Every candidate measured again now, on this CPU: the rates of this run, and the bridge's choice.
+  const blas = await bridgeBlas({}, true);
+  const chosen = blasPhrase({ ...blas, gflops: null });
+  const openblas = sameBlasEnv();
   const evalArgs = ["--eval", EVAL, "--expect", EXPECT];
   const rows: Row[] = [];
 
   rows.push(await attempt("plain mlx-lm (`train`), stock mlx-cpu wheel", "float32, reference BLAS", async () =>
     fromScript("plain mlx-lm (`train`), stock mlx-cpu wheel", "float32, reference BLAS",
       await script(BRIDGE_PYTHON, "mlx_tune.py", ["--mode", "mlx-lm", "--iters", String(STOCK_ITERS)], stockEnv()),
-      `${STOCK_ITERS} steps timed, total extrapolated; same arithmetic as the OpenBLAS row`)));
-  rows.push(await attempt("plain mlx-lm (`train`), OpenBLAS", "float32, OpenBLAS", async () =>
-    fromScript("plain mlx-lm (`train`), OpenBLAS", "float32, OpenBLAS",
+      `${STOCK_ITERS} steps timed, total extrapolated; same arithmetic as the same-BLAS row`)));
+  rows.push(await attempt("plain mlx-lm (`train`), same BLAS", `float32, ${chosen}`, async () =>
+    fromScript("plain mlx-lm (`train`), same BLAS", `float32, ${chosen}`,
       await script(BRIDGE_PYTHON, "mlx_tune.py", ["--mode", "mlx-lm", "--iters", String(ITERS), ...evalArgs], openblas))));
   for (const dtype of ["float32", "bfloat16"]) {
     const label = `PyTorch + PEFT, ${dtype}`;
@@ -183,11 +196,10 @@ export async function runFastTuneBench(): Promise<{ markdown: string }> {
       return fromScript(label, `${dtype}, ${r.threads ?? "?"} threads`, r);
     }));
   }
-  rows.push(await attempt("tunelab fast path, same script", "float32, OpenBLAS", async () => {
-    // The bridge's own BLAS settings (blas.py): OpenBLAS workers sleep right after each call.
-    const bridgeBlas = { ...openblas, OPENBLAS_THREAD_TIMEOUT: process.env.OPENBLAS_THREAD_TIMEOUT ?? "4" };
-    const r = await script(BRIDGE_PYTHON, "mlx_tune.py", ["--mode", "fast", "--iters", String(ITERS), ...evalArgs], bridgeBlas);
-    return fromScript("tunelab fast path, same script", "float32, OpenBLAS", r, `+ ${f(r.prepare_seconds ?? NaN, 1)} s once for the frozen-prefix cache`);
+  rows.push(await attempt("tunelab fast path, same script", `float32, ${chosen}`, async () => {
+    // The bridge's own BLAS settings (blas/__init__.py): OpenBLAS workers sleep right after each call.
+    const r = await script(BRIDGE_PYTHON, "mlx_tune.py", ["--mode", "fast", "--iters", String(ITERS), ...evalArgs], bridgeEnv());
+    return fromScript("tunelab fast path, same script", `float32, ${chosen}`, r, `+ ${f(r.prepare_seconds ?? NaN, 1)} s once for the frozen-prefix cache`);
   }));
   let optimisations: unknown = null;
   rows.push(await attempt("`%tune` through the kernel", "float32", async () => {
@@ -219,13 +231,17 @@ export async function runFastTuneBench(): Promise<{ markdown: string }> {
       `${who}: ${f(of.secondsPerStep * ITERS, 1)} s for ${ITERS} steps (aim ≤ ${REFERENCE_SECONDS} s, the M4 Max GPU reproduction) ${of.secondsPerStep * ITERS <= REFERENCE_SECONDS ? "met" : "NOT met"}; identity after training: ${of.identity ? "yes" : "no"}; ` +
         [
           goal("vs PyTorch + PEFT bfloat16", byLabel("PyTorch + PEFT, bfloat16"), 1.4),
-          goal("vs plain mlx-lm with OpenBLAS", byLabel("plain mlx-lm (`train`), OpenBLAS"), 4),
+          goal("vs plain mlx-lm with the same BLAS", byLabel("plain mlx-lm (`train`), same BLAS"), 4),
           goal("vs plain mlx-lm on the stock wheel", byLabel("plain mlx-lm (`train`), stock"), 60),
         ].join("; "),
     ];
   };
   const goals = [...goalsFor("`%tune` through the kernel", tune), ...goalsFor("fast path (same script as the peers)", fastRow)];
   const markdown = [
+    `CPU as the bridge sees it: ${blas.cpu?.summary ?? "unknown"}${FORCE_AVX2 ? "; **forced to the AVX2 path** (TUNELAB_BENCH_FORCE_AVX2=1: OpenBLAS's Haswell kernels, host kernels capped at AVX2)" : ""}. BLAS chosen by the bridge: ${chosen}. Every candidate, checked and measured at the start of this run:`,
+    "",
+    ...candidatesTable(blas),
+    "",
     `Embedded SmolLM2-135M-Instruct (float32 for MLX), data/identity.jsonl (5 pairs), ${ITERS} steps, batch 1, LR ${LR}, Adam, LoRA rank 8 / scale 20 (PEFT alpha 160) on q_proj + v_proj of the last 4 blocks, answer-only loss. Training time excludes model loading and, for the fast path, the one-off frozen-prefix pass. Threads: ${THREADS ? `${THREADS} per contender (TUNELAB_BENCH_THREADS)` : "library defaults"}. Load average ${loadBefore.toFixed(1)} at the start and ${loadAfter.toFixed(1)} at the end on this machine: compare rows, not runs.`,
     "",
     ...table,

@@ -2,8 +2,9 @@
 
 Prints one JSON line (prefixed RESULT) with seconds per step, training seconds, first/last loss,
 the answer to each eval prompt after training and whether it names the trained identity.
-Which BLAS the process runs on is decided by the caller (LD_PRELOAD of OpenBLAS or not) and
-reported from /proc/self/maps.
+Which BLAS the process runs on is chosen as the bridge chooses it (tunelab_bridge.blas.activate,
+before MLX loads), under the caller's TUNELAB_BLAS: "reference" for the stock mlx[cpu] wheel, a
+candidate's name, or unset for the bridge's own choice on this CPU.
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-import mlx.core as mx
+from tunelab_bridge import blas
+
+BLAS = blas.activate()
+
+import mlx.core as mx  # noqa: E402
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
@@ -25,15 +30,6 @@ from mlx_lm.tuner.callbacks import TrainingCallback
 from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
 from mlx_lm.tuner.trainer import TrainingArgs, iterate_batches, train
 from mlx_lm.tuner.utils import linear_to_lora_layers
-
-
-def blas_in_use() -> str:
-    maps = Path("/proc/self/maps").read_text() if Path("/proc/self/maps").exists() else ""
-    if "libopenblas" in maps:
-        return "OpenBLAS"
-    if "libblas" in maps:
-        return "reference BLAS (bundled with mlx-cpu)"
-    return "unknown"
 
 
 class Timing(TrainingCallback):
@@ -65,7 +61,7 @@ def main() -> None:
     linear_to_lora_layers(model, args.layers, {"rank": 8, "scale": 20.0, "dropout": 0.0, "keys": ["self_attn.q_proj", "self_attn.v_proj"]})
     model.train()
     optimizer = optim.Adam(learning_rate=args.lr)
-    result: dict = {"mode": args.mode, "blas": blas_in_use(), "iters": args.iters, "lr": args.lr}
+    result: dict = {"mode": args.mode, "blas": BLAS["name"], "blas_library": BLAS["library"], "iters": args.iters, "lr": args.lr}
 
     if args.mode == "mlx-lm":
         # mlx-lm's own trainer, untouched (it compiles its step; it has no gradient clipping).

@@ -5,9 +5,10 @@ to the step (a few ms of ~70); alternating the two settings on every step of one
 under the same noise. Both loss functions train the same model, so the comparison is of speed,
 not of results (the equivalence tests cover those).
 
-    LD_PRELOAD=.venv-bridge/lib/python3.11/site-packages/cmeel.prefix/lib/libopenblas.so.0 \\
-    OPENBLAS_THREAD_TIMEOUT=4 .venv-bridge/bin/python bench/fast-tune/step_ab.py \\
+    PYTHONPATH=python-bridge .venv-bridge/bin/python bench/fast-tune/step_ab.py \\
         --steps 160 "host_attention=False" "host_attention=True"
+
+(the BLAS is the bridge's own choice for this CPU, with its thread settings; TUNELAB_BLAS picks another)
 
 Each setting is FastOptions keyword arguments ("" for the defaults). Prints the median, mean and
 25th percentile of each setting's step time (the first three steps of each are warm-up).
@@ -20,7 +21,11 @@ import json
 import time
 from pathlib import Path
 
-import mlx.core as mx
+from tunelab_bridge import blas
+
+blas.activate()  # the bridge's BLAS and thread settings, chosen before MLX loads
+
+import mlx.core as mx  # noqa: E402
 import mlx.optimizers as optim
 import numpy as np
 from mlx_lm import load
@@ -28,7 +33,7 @@ from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
 from mlx_lm.tuner.trainer import iterate_batches
 from mlx_lm.tuner.utils import linear_to_lora_layers
 
-from tunelab_bridge import fast
+from tunelab_bridge import fast  # noqa: E402
 from tunelab_bridge.allocator import keep_freed_memory
 from tunelab_bridge.cache import cache_dir
 from tunelab_bridge.training import OptimizerStep

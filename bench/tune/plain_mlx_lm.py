@@ -4,7 +4,7 @@ usage: python plain_mlx_lm.py --model DIR --data FILE.jsonl --iters N --lr RATE 
 
 Same recipe as `%tune --no-prefix-cache`: rank 8, scale 20, q_proj + v_proj of the last blocks,
 Adam, batch 1, answer-only loss, mlx-lm's own `train`. The BLAS is chosen the way the bridge
-chooses it (OpenBLAS preloaded when available), so the comparison measures the kernel and the
+chooses it (the fastest library that passed its check on this CPU), so the comparison measures the kernel and the
 bridge, not the BLAS. Prints one line: RESULT {json}.
 """
 
@@ -17,9 +17,9 @@ import json  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from tunelab_bridge.blas import ensure_optimised_blas  # noqa: E402
+from tunelab_bridge import blas  # noqa: E402
 
-ensure_optimised_blas()
+blas.activate()
 
 import mlx.core as mx  # noqa: E402
 import mlx.optimizers as optim  # noqa: E402

@@ -151,7 +151,9 @@ export class BridgeClient implements Disposable {
     const rpc = new RpcClient(transport, "MLX bridge");
     void running.exited.then((how) => {
       const tail = running.stderrTail().split("\n").filter(Boolean).pop();
-      transport.shut(tail && !how.includes("SIGKILL") && !how.includes("code 0") ? `${how}: ${tail}` : how);
+      // A plain exit shows the bridge's last words; a described crash already says what to do.
+      const plainExit = /^the bridge process exited with code [1-9]/.test(how);
+      transport.shut(tail && plainExit ? `${how}: ${tail}` : how);
       socket.remove();
     });
     return { rpc, transport, endpoint: running.endpoint, local: { ...running, removeSocketDir: socket.remove } };

@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { UserFacingError } from "../errors.js";
+import { describeExit } from "./crash.js";
 import { BRIDGE_PYTHON, BRIDGE_SOURCE } from "../paths.js";
 
 export const READY_PREFIX = "TUNELAB_BRIDGE_READY";
@@ -44,12 +45,21 @@ export function bridgeArgs(launch: BridgeLaunch): string[] {
   return args;
 }
 
-export function missingBridgeError(python: string): UserFacingError {
-  return new UserFacingError(`The MLX bridge is not installed (no Python at ${python}); run \`npm run setup\` and try again.`);
+/**
+ * TUNELAB_BRIDGE_WRAPPER: a command the bridge's Python runs under, such as
+ * `qemu-x86_64 -cpu Haswell` (the tests run the bridge on emulated CPUs), `taskset -c 0-3` or
+ * `numactl --cpunodebind=0`. Words are separated by spaces.
+ */
+export const WRAPPER_ENV = "TUNELAB_BRIDGE_WRAPPER";
+
+/** The command line that runs `python args...`, under the wrapper when one is set in `env`. */
+export function pythonCommand(python: string, args: string[], env: NodeJS.ProcessEnv = process.env): { command: string; args: string[] } {
+  const wrapper = (env[WRAPPER_ENV] ?? "").trim().split(/\s+/).filter(Boolean);
+  return wrapper.length ? { command: wrapper[0]!, args: [...wrapper.slice(1), python, ...args] } : { command: python, args };
 }
 
-function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
-  return signal ? `the bridge process was killed by ${signal}` : `the bridge process exited with code ${code}`;
+export function missingBridgeError(python: string): UserFacingError {
+  return new UserFacingError(`The MLX bridge is not installed (no Python at ${python}); run \`npm run setup\` and try again.`);
 }
 
 /**
@@ -59,14 +69,20 @@ function describeExit(code: number | null, signal: NodeJS.Signals | null): strin
 export function launchBridge(launch: BridgeLaunch): Promise<RunningBridge> {
   const python = launch.python ?? BRIDGE_PYTHON;
   if (!existsSync(python)) return Promise.reject(missingBridgeError(python));
-  const child = spawn(python, bridgeArgs(launch), {
+  const env = bridgeEnv(launch.env);
+  const { command, args } = pythonCommand(python, bridgeArgs(launch), env);
+  const child = spawn(command, args, {
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],
-    env: bridgeEnv(launch.env),
+    env,
   });
   let stderr = "";
+  // The crash reporter's line, kept apart: faulthandler's dump of every thread follows it and
+  // can push it out of the tail.
+  let fatalLine = "";
   child.stderr!.on("data", (chunk: Buffer) => {
     stderr = (stderr + chunk.toString("utf8")).slice(-8000);
+    fatalLine = [...chunk.toString("utf8").matchAll(/^TUNELAB_FATAL .*(?=\n)/gm)].pop()?.[0] ?? fatalLine;
   });
   const stderrTail = () =>
     stderr
@@ -75,7 +91,17 @@ export function launchBridge(launch: BridgeLaunch): Promise<RunningBridge> {
       .slice(-12)
       .join("\n");
   const exited = new Promise<string>((resolve) => {
-    child.once("exit", (code, signal) => resolve(describeExit(code, signal)));
+    // Described once stderr is complete ("close"), or soon after "exit" if a grandchild keeps it open.
+    let ended: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+    const describe = () => ended && resolve(describeExit(ended.code, ended.signal, `${fatalLine}\n${stderr}`));
+    child.once("exit", (code, signal) => {
+      ended = { code, signal };
+      setTimeout(describe, 1000);
+    });
+    child.once("close", (code: number | null, signal: NodeJS.Signals | null) => {
+      ended ??= { code, signal };
+      describe();
+    });
     child.once("error", (error) => resolve(`the bridge process could not start: ${error.message}`));
   });
 

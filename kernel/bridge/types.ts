@@ -3,14 +3,56 @@
  * The wire carries plain JSON; these types are what the kernel relies on after a call.
  */
 
-export interface BlasInfo {
+/** The CPU as the bridge's native code sees it (python-bridge/tunelab_bridge/cpu.py). */
+export interface CpuInfo {
   name: string;
+  machine: string;
+  /** "x86-64-v4" (AVX-512), "x86-64-v3" (AVX2 + FMA), "x86-64-v2" (SSE4.2), or the machine name elsewhere. */
+  level: string;
+  features: string[];
+  /** "AMD EPYC (x86-64-v3: AVX2 FMA3 AVX SSE42, no AVX-512)": what a figure was measured on. */
+  summary: string;
+}
+
+/** One BLAS library the bridge checked on this CPU before choosing (python-bridge/tunelab_bridge/blas/). */
+export interface BlasCandidate {
+  name: string;
+  origin: string;
   path: string | null;
+  available: boolean;
+  /** Passed its check on this CPU: loaded in a child, products and an inverse right, no fault. */
+  ok: boolean;
+  chosen: boolean;
+  /** Why it is unavailable or failed ("killed by SIGILL (an illegal instruction: ...)"). */
+  reason: string | null;
   gflops: number | null;
+  size: number | null;
+  config: string | null;
+  core: string | null;
+}
+
+export interface BlasInfo {
+  /** "OpenBLAS 0.3.21", or the reference BLAS, or Accelerate. */
+  name: string;
+  /** The candidate chosen ("system-openblas", "scipy-openblas32", "cmeel-openblas", "reference", "custom"). */
+  library?: string;
+  origin?: string;
+  path: string | null;
+  /** "DYNAMIC_ARCH" (kernels picked at run time) or "<core> only"; null for a non-OpenBLAS. */
+  build?: string | null;
+  /** The kernels OpenBLAS picked on this CPU ("Zen", "Haswell", "SkylakeX"...). */
+  core?: string | null;
+  /** sgemm rate measured by the check on this CPU, at `size` x `size`. */
+  gflops: number | null;
+  size?: number | null;
+  threads?: number | null;
   /** True for the netlib reference BLAS bundled with the mlx-cpu wheel (about 9x slower). */
   reference: boolean;
-  /** Set when `reference` is: what is slow and how to fix it. */
+  /** What is slow or failed, and how to fix it. */
   warning?: string | null;
+  cpu?: CpuInfo;
+  candidates?: BlasCandidate[];
+  checked_at?: string;
 }
 
 export interface ModelInfo {

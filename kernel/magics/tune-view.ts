@@ -3,6 +3,7 @@ import { figure, PLOTLY_MIME, type Figure } from "../display/figure.js";
 import { DISPLAY } from "../display/mime.js";
 import { escapeHtml, formatDuration, formatNumber } from "../display/format.js";
 import { LiveDisplay } from "../display/live.js";
+import { blasPhrase, blasRejections } from "../bridge/blas-text.js";
 import type { FigureSpec } from "../display/plotly-types.js";
 import { table } from "../display/table.js";
 import type { CellIO } from "../session/cell-io.js";
@@ -85,9 +86,12 @@ export class TuneView {
 
   header(status: BridgeStatus): void {
     const model = status.model?.name ?? this.params.model ?? "embedded SmolLM2-135M-Instruct";
-    const gflops = status.blas.gflops ? ` ${formatNumber(status.blas.gflops)} GFLOP/s` : "";
-    this.headerText = `${this.describeRun(model)}\nMLX ${status.mlx} on ${status.device} · BLAS ${status.blas.name}${gflops}`;
-    this.warning = status.blas.reference ? `warning: ${status.blas.warning ?? "MLX runs on the slow reference BLAS (about 9x slower training); run `npm run setup` to install OpenBLAS."}` : "";
+    const cpu = status.blas.cpu ? ` · ${status.blas.cpu.summary}` : "";
+    const rejected = blasRejections(status.blas);
+    this.headerText =
+      `${this.describeRun(model)}\nMLX ${status.mlx} on ${status.device} · BLAS ${blasPhrase(status.blas, formatNumber)}${cpu}` +
+      (rejected.length ? `\nnot used on this CPU: ${rejected.join("; ")}` : "");
+    this.warning = status.blas.warning ? `warning: ${status.blas.warning}` : "";
     this.status = "loading the model…";
     this.repaint();
   }
@@ -178,7 +182,8 @@ export function summaryTable(o: TuneOutcome) {
     ["last loss", o.last_loss],
     ...(o.val_loss !== null && o.val_loss !== undefined ? [["validation loss", o.val_loss] as [string, unknown]] : []),
     ["peak memory", `${formatNumber(o.peak_memory_gb)} GB`],
-    ["BLAS", o.blas ? `${o.blas.name}${o.blas.gflops ? ` (${formatNumber(o.blas.gflops)} GFLOP/s)` : ""}` : ""],
+    ["BLAS", o.blas ? blasPhrase(o.blas, formatNumber) : ""],
+    ...(o.blas?.cpu ? [["CPU", o.blas.cpu.summary] as [string, unknown]] : []),
     ["adapter", o.adapter_path ?? "(none saved)"],
     ...Object.entries(o.optimisations ?? {}).map(([name, opt]): [string, unknown] => [
       name.replace(/_/g, " "),

@@ -1,7 +1,8 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { delimiter, join } from "node:path";
+import { join } from "node:path";
+import { bridgeEnv } from "../bridge/local.js";
 import { BRIDGE_PYTHON, BRIDGE_SOURCE, BRIDGE_VENV, CACHE_DIR } from "../paths.js";
-import { runCommand, stampMatches, writeStamp, type SetupStep } from "./step.js";
+import { aptInstall, runCommand, stampMatches, writeStamp, type SetupStep } from "./step.js";
 
 /**
  * The bridge's Python side: its own venv with the pinned MLX tree, a fast BLAS on Linux, and the
@@ -62,49 +63,45 @@ const venv: SetupStep = {
   },
 };
 
-const GFORTRAN = "libgfortran.so.5";
-const LIBRARY_DIRS = [
-  "/lib/x86_64-linux-gnu",
-  "/usr/lib/x86_64-linux-gnu",
-  "/lib/aarch64-linux-gnu",
-  "/usr/lib/aarch64-linux-gnu",
-  "/usr/lib64",
-  "/lib64",
-  "/usr/lib",
-  "/usr/local/lib",
-];
+/** The bridge's environment, with the cache set-up fills. */
+const pythonEnv = () => bridgeEnv({ TUNELAB_CACHE: CACHE_DIR });
 
-async function gfortranPresent(): Promise<boolean> {
-  const dirs = [...(process.env.LD_LIBRARY_PATH ?? "").split(delimiter).filter(Boolean), ...LIBRARY_DIRS];
-  if (dirs.some((dir) => existsSync(join(dir, GFORTRAN)))) return true;
-  const cache = await runCommand("ldconfig", ["-p"], { allowFailure: true }).catch(() => null);
-  return cache !== null && cache.stdout.includes(GFORTRAN);
-}
+/** What a Debian package installs, for `done()`: its library files, wherever the distribution put them. */
+const SYSTEM_BLAS_FILES = ["/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0", "/usr/lib/aarch64-linux-gnu/openblas-pthread/libopenblas.so.0"];
+const GFORTRAN_FILES = ["/usr/lib/x86_64-linux-gnu/libgfortran.so.5", "/usr/lib/aarch64-linux-gnu/libgfortran.so.5"];
 
-/** cmeel-openblas (in the venv) links against the system's libgfortran; without it the bridge falls back to the 9x slower reference BLAS. */
-const gfortran: SetupStep = {
-  name: "bridge BLAS runtime (libgfortran5)",
+/**
+ * Debian's OpenBLAS (DYNAMIC_ARCH: runs on every CPU of the architecture) and the Fortran runtime
+ * that it and cmeel-openblas link against: two of the BLAS candidates the bridge checks.
+ */
+const systemBlas: SetupStep = {
+  name: "bridge BLAS libraries (libopenblas0-pthread, libgfortran5)",
   async done() {
-    return process.platform !== "linux" || (await gfortranPresent());
+    return process.platform !== "linux" || !existsSync("/usr/bin/apt-get") || (SYSTEM_BLAS_FILES.some(existsSync) && GFORTRAN_FILES.some(existsSync));
   },
   async run(log) {
-    const command = "sudo apt-get install -y libgfortran5";
     if (process.getuid?.() !== 0) {
-      log(`OpenBLAS needs ${GFORTRAN}; install it with: ${command} (until then the bridge uses the slow reference BLAS and says so).`);
+      // Not fatal: the bridge checks the libraries it has (scipy-openblas32 needs neither).
+      log("Debian's OpenBLAS is one of the BLAS libraries the bridge can choose; install it with: sudo apt-get install -y libopenblas0-pthread libgfortran5");
       return;
     }
-    const apt = { log, env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" }, allowFailure: true };
-    const install = ["install", "-y", "-q", "--no-install-recommends", "libgfortran5"];
-    let result = await runCommand("apt-get", install, apt).catch(() => null);
-    if (result === null) {
-      log(`apt-get is not available; install your distribution's package providing ${GFORTRAN} (GCC's Fortran runtime).`);
-      return;
-    }
-    if (result.code !== 0) {
-      await runCommand("apt-get", ["update", "-q"], apt);
-      result = await runCommand("apt-get", install, apt);
-    }
-    if (result.code !== 0) throw new Error(`apt-get could not install libgfortran5; try: ${command}`);
+    await aptInstall(["libopenblas0-pthread", "libgfortran5"], log);
+  },
+};
+
+/**
+ * Every BLAS candidate checked on this CPU (in child processes: a library built for instructions
+ * the CPU lacks kills only its check) and the fastest that passed recorded for the bridge. The
+ * bridge checks again by itself on a CPU it has not seen (a venv or home directory moved).
+ */
+const blasChoice: SetupStep = {
+  name: "bridge BLAS (checked on this CPU)",
+  async done() {
+    if (process.platform !== "linux") return true;
+    return (await runCommand(BRIDGE_PYTHON, ["-m", "tunelab_bridge.blas", "--cached"], { env: pythonEnv(), allowFailure: true })).code === 0;
+  },
+  async run(log) {
+    await runCommand(BRIDGE_PYTHON, ["-m", "tunelab_bridge.blas"], { log, env: pythonEnv() });
   },
 };
 
@@ -144,39 +141,24 @@ const defaultModel: SetupStep = {
   },
 };
 
-const HOST_KERNELS_DIR = join(BRIDGE_SOURCE, "tunelab_bridge", "fast");
-const HOST_KERNELS_STAMP = join(CACHE_DIR, "host-kernels", ".tunelab-stamp");
-
-/** What the library is built from: its source and the module holding the compiler command. */
-function hostKernelsInputs(): string {
-  const files = [join(HOST_KERNELS_DIR, "csrc", "host_kernels.cpp"), join(HOST_KERNELS_DIR, "host_kernels.py")];
-  return [process.platform, process.arch, ...files.map((f) => readFileSync(f, "utf8"))].join("\n--\n");
-}
-
 /**
- * The fused vocabulary-head kernel (C++, built with g++ into the cache). A bridge that finds it
- * missing builds it on first use; building here keeps those seconds out of the first %tune.
+ * The host kernels of %tune's CPU step (C++, built with g++ into the cache, each SIMD path checked
+ * on this CPU). A bridge that finds them missing builds them on first use; building here keeps
+ * those seconds out of the first %tune.
  */
 const hostKernels: SetupStep = {
   name: "bridge host kernels (fused vocabulary head)",
   async done() {
-    return process.platform !== "linux" || stampMatches(HOST_KERNELS_STAMP, hostKernelsInputs());
+    if (process.platform !== "linux") return true;
+    return (await runCommand(BRIDGE_PYTHON, ["-m", "tunelab_bridge.fast.host_kernels", "--ready"], { env: pythonEnv(), allowFailure: true })).code === 0;
   },
   async run(log) {
-    const built = await runCommand(BRIDGE_PYTHON, ["-m", "tunelab_bridge.fast.host_kernels", "--build"], {
-      log,
-      env: { ...process.env, TUNELAB_CACHE: CACHE_DIR },
-      allowFailure: true,
-    });
-    if (built.code !== 0) {
-      // Not fatal: training runs without the fused head, and its summary row says why.
-      log("%tune will compute the vocabulary head with MLX until the host kernels build.");
-      return;
-    }
-    writeStamp(HOST_KERNELS_STAMP, hostKernelsInputs());
+    const built = await runCommand(BRIDGE_PYTHON, ["-m", "tunelab_bridge.fast.host_kernels", "--build"], { log, env: pythonEnv(), allowFailure: true });
+    // Not fatal: training runs without them, and its summary rows say why.
+    if (built.code !== 0) log("%tune will compute the vocabulary head and projections with MLX until the host kernels build.");
   },
 };
 
 export function bridgeSteps(): SetupStep[] {
-  return [venv, gfortran, hostKernels, defaultModel];
+  return [venv, systemBlas, blasChoice, hostKernels, defaultModel];
 }

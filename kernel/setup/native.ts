@@ -2,7 +2,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { NATIVE_ADDON, PACKAGE_ROOT } from "../paths.js";
-import { runCommand, stampMatches, writeStamp, type SetupStep } from "./step.js";
+import { aptInstall, runCommand, stampMatches, writeStamp, type SetupStep } from "./step.js";
 
 const NATIVE_DIR = join(PACKAGE_ROOT, "native");
 const STAMP = join(NATIVE_DIR, "build", ".tunelab-stamp");
@@ -18,19 +18,7 @@ const openblas: SetupStep = {
     return CBLAS_HEADERS.some(existsSync) && OPENBLAS_LIBS.some(existsSync);
   },
   async run(log) {
-    const command = "apt-get install -y libopenblas-dev";
-    if (process.platform !== "linux" || !existsSync("/usr/bin/apt-get")) {
-      throw new Error(`OpenBLAS's development files are missing; install them with your package manager (on Debian/Ubuntu: sudo ${command}).`);
-    }
-    if (process.getuid?.() !== 0) throw new Error(`OpenBLAS's development files are missing; install them with: sudo ${command}`);
-    const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-    const args = ["install", "-y", "-q", "--no-install-recommends", "libopenblas-dev"];
-    const first = await runCommand("apt-get", args, { log, env, allowFailure: true });
-    if (first.code !== 0) {
-      // A fresh machine has no package lists yet.
-      await runCommand("apt-get", ["update", "-q"], { log, env });
-      await runCommand("apt-get", args, { log, env });
-    }
+    await aptInstall(["libopenblas-dev"], log);
   },
 };
 

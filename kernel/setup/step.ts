@@ -61,3 +61,23 @@ export function writeStamp(path: string, inputs: string): void {
 function hashOf(text: string): string {
   return createHash("sha256").update(text).digest("hex");
 }
+
+/**
+ * Installs Debian packages with apt-get (as root), updating the package lists once if the first
+ * attempt fails (a fresh machine has none). Throws one sentence with the command to run by hand.
+ */
+export async function aptInstall(packages: string[], log: (line: string) => void): Promise<void> {
+  const command = `sudo apt-get install -y ${packages.join(" ")}`;
+  if (process.platform !== "linux" || !existsSync("/usr/bin/apt-get")) {
+    throw new Error(`${packages.join(", ")} must be installed with your package manager (on Debian/Ubuntu: ${command}).`);
+  }
+  if (process.getuid?.() !== 0) throw new Error(`${packages.join(", ")} must be installed; run: ${command}`);
+  const options = { log, env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" }, allowFailure: true };
+  const install = ["install", "-y", "-q", "--no-install-recommends", ...packages];
+  let result = await runCommand("apt-get", install, options);
+  if (result.code !== 0) {
+    await runCommand("apt-get", ["update", "-q"], options);
+    result = await runCommand("apt-get", install, options);
+  }
+  if (result.code !== 0) throw new Error(`apt-get could not install ${packages.join(", ")}; try: ${command}`);
+}

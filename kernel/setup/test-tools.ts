@@ -1,11 +1,12 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { PACKAGE_ROOT, TOOLS_VENV } from "../paths.js";
-import { runCommand, stampMatches, writeStamp, type SetupStep } from "./step.js";
+import { aptInstall, runCommand, stampMatches, writeStamp, type SetupStep } from "./step.js";
 
 const REQUIREMENTS = join(PACKAGE_ROOT, "test", "requirements-tools.txt");
 const STAMP = join(TOOLS_VENV, ".tunelab-stamp");
 export const CHROMIUM = process.env.TUNELAB_CHROMIUM ?? "/usr/bin/chromium";
+export const QEMU_X86_64 = "/usr/bin/qemu-x86_64";
 
 /** Jupyter's own clients (conformance suite, nbclient, JupyterLab, Jupyter Server) for the tests. */
 const jupyterTools: SetupStep = {
@@ -29,17 +30,25 @@ const chromium: SetupStep = {
     return existsSync(CHROMIUM);
   },
   async run(log) {
-    if (process.getuid?.() !== 0) {
-      throw new Error(`Chromium is missing; install it with: sudo apt-get install -y chromium`);
-    }
-    await runCommand("apt-get", ["update", "-q"], { log });
-    await runCommand("apt-get", ["install", "-y", "-q", "--no-install-recommends", "chromium", "fonts-dejavu-core"], {
-      log,
-      env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
-    });
+    await aptInstall(["chromium", "fonts-dejavu-core"], log);
+  },
+};
+
+/**
+ * QEMU's user-mode emulator: the CPU-matrix tests run the bridge and the native addon as a
+ * Haswell (AVX2, no AVX-512) and a Nehalem (SSE4.2, no AVX) would, whatever CPU runs the tests.
+ */
+const qemu: SetupStep = {
+  name: "test tools (qemu-user)",
+  testOnly: true,
+  async done() {
+    return process.platform !== "linux" || process.arch !== "x64" || existsSync(QEMU_X86_64);
+  },
+  async run(log) {
+    await aptInstall(["qemu-user"], log);
   },
 };
 
 export function testToolSteps(): SetupStep[] {
-  return [jupyterTools, chromium];
+  return [jupyterTools, chromium, qemu];
 }

@@ -21,6 +21,7 @@ class BridgeProcess:
         environment = dict(os.environ)
         environment["PYTHONPATH"] = str(PACKAGE_ROOT) + os.pathsep + environment.get("PYTHONPATH", "")
         environment.setdefault("OPENBLAS_NUM_THREADS", "1")
+        environment.pop("TUNELAB_BLAS", None)  # conftest's choice for in-process MLX; a bridge chooses its own
         environment.update(env or {})
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tunelab_bridge", "serve", *args],

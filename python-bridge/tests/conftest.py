@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-import ctypes
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))
+sys.path.insert(0, str(TESTS.parent))
 
 # Tiny test models gain nothing from BLAS threads, and on a busy machine OpenBLAS's spinning
 # threads make each step 20x slower (bridge_process.py sets the same for child bridges).
-try:
-    ctypes.CDLL(None).openblas_set_num_threads(1)
-except (AttributeError, OSError):
-    pass
-sys.path.insert(0, str(TESTS))
-sys.path.insert(0, str(TESTS.parent))
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# The equivalence tests compare steps whose products have different shapes (a cached prefix,
+# trimmed batches) with mlx-lm's own step. The reference BLAS sums every element in the same
+# order whatever the shape, so what they measure is the fast path's arithmetic, not OpenBLAS's
+# shape-dependent blocking (up to ~1% after 20 Adam steps on tiny models). test_blas.py checks
+# the bridge's own choice in child processes; bridges started by the tests choose as users' do.
+os.environ.setdefault("TUNELAB_BLAS", "reference")
+from tunelab_bridge import blas  # noqa: E402
+
+blas.activate()
 
 
 @pytest.fixture(scope="session")

@@ -197,12 +197,18 @@ def test_build_failures_say_why_and_what_to_do(tmp_path: Path, monkeypatch: pyte
         host_kernels.build()
 
 
-def test_command_line_build_prints_the_library(tmp_path: Path) -> None:
+def test_command_line_build_prints_the_library_and_checks_each_path_on_this_cpu(tmp_path: Path) -> None:
     env = {**os.environ, "TUNELAB_CACHE": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-m", "tunelab_bridge.fast.host_kernels", "--build"], capture_output=True, text=True, env=env, check=True)
-    built = Path(result.stdout.strip())
+    command = [sys.executable, "-m", "tunelab_bridge.fast.host_kernels"]
+    assert subprocess.run([*command, "--ready"], env=env).returncode == 1
+    result = subprocess.run([*command, "--build"], capture_output=True, text=True, env=env, check=True)
+    first, *paths = result.stdout.strip().splitlines()
+    built = Path(first)
     assert built.is_file() and built.parent == tmp_path / "host-kernels"
+    # Every path this CPU offers ran in a child and matched NumPy; portable runs everywhere.
+    assert "  portable: passed" in paths and all(line.endswith(": passed") for line in paths), paths
     assert "RuntimeWarning" not in result.stderr
+    assert subprocess.run([*command, "--ready"], env=env).returncode == 0
 
 
 def test_training_on_the_portable_loops_matches_mlx_lm(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,7 +1,9 @@
 """`python -m tunelab_bridge serve --listen ENDPOINT --runs-dir DIR [...]` and `... keys DIR NAME`.
 
-The BLAS choice comes first: it may re-execute this process with LD_PRELOAD, which only
-works before MLX (and its bundled reference BLAS) has been loaded.
+Native code is settled before anything else: the crash reporter first (so a native fault names
+its library), then the BLAS, chosen and loaded before MLX is imported (libmlx binds its BLAS
+symbols when it loads), then the host kernels' check on this CPU, all before any thread starts
+(the checks run in forked children).
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import sys
 from pathlib import Path
 
 
-def _choose_blas() -> None:
-    try:
-        from .blas import ensure_optimised_blas
-    except ImportError:
-        return
-    ensure_optimised_blas()
+def _settle_native_code() -> None:
+    from . import blas, crash_report
+
+    crash_report.install()
+    blas.activate()
+    from .fast import host_kernels  # imports MLX: after the BLAS
+
+    host_kernels.prepare()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"public key: {public}\nsecret key: {secret}")
         return 0
 
-    _choose_blas()
+    _settle_native_code()
     from .allocator import keep_freed_memory
 
     keep_freed_memory()

@@ -51,7 +51,7 @@ class Server:
         self.authenticator: Any = None
         self.router: zmq.Socket | None = None
         self.outbox: zmq.Socket | None = None
-        self.worker = Worker(self.context, OUTBOX, service.run_job, prelude=service.warm)
+        self.worker = Worker(self.context, OUTBOX, service.run_job)
         self.endpoint: str | None = None
         self._stopping = False
 

@@ -7,7 +7,6 @@ socket thread: they touch plain Python values, never MLX.
 from __future__ import annotations
 
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -27,28 +26,6 @@ def _package_version(name: str) -> str | None:
         return None
 
 
-def fallback_blas_report() -> dict[str, Any]:
-    """Which BLAS library the process mapped, when `blas` cannot say more."""
-    path = None
-    try:
-        with open("/proc/self/maps", encoding="utf-8") as maps:
-            for line in maps:
-                name = line.rsplit(" ", 1)[-1].strip()
-                base = os.path.basename(name)
-                if "openblas" in base or base.startswith(("libblas", "libmkl", "libaccelerate")):
-                    path = name
-                    if "openblas" in base:
-                        break
-    except OSError:
-        pass
-    if platform.system() == "Darwin":
-        return {"name": "Accelerate", "path": None, "gflops": None, "reference": False}
-    if path is None:
-        return {"name": "unknown", "path": None, "gflops": None, "reference": None}
-    reference = "openblas" not in os.path.basename(path) and "mkl" not in path
-    return {"name": "reference BLAS" if reference else "OpenBLAS", "path": path, "gflops": None, "reference": reference}
-
-
 class Service:
     def __init__(self, runs_dir: Path):
         from .models import ModelStore
@@ -56,7 +33,10 @@ class Service:
         self.runs_dir = runs_dir
         self.store = ModelStore()
         self.adapters: Any = None  # AdapterManager of the loaded model
-        self.blas: dict[str, Any] | None = None
+        from .blas import report
+
+        # Chosen and measured before MLX loaded (blas.activate at bridge start): known at once.
+        self.blas: dict[str, Any] = report()
         self.model_info: dict[str, Any] | None = None
         import mlx.core as mx
 
@@ -87,17 +67,6 @@ class Service:
         }
 
     # --- worker thread -----------------------------------------------------------------
-
-    def warm(self) -> None:
-        try:
-            from .blas import blas_report
-        except ImportError:
-            self.blas = fallback_blas_report()
-            return
-        try:
-            self.blas = dict(blas_report())
-        except Exception:  # noqa: BLE001 - a failed measurement must not stop the bridge
-            self.blas = fallback_blas_report()
 
     def run_job(self, job: Job) -> Mapping[str, Any]:
         handler = {

@@ -43,8 +43,7 @@ Handler = Callable[[Job], Mapping[str, Any]]
 class Worker:
     """A FIFO of jobs drained by one daemon thread that calls `handler(job)` for each."""
 
-    def __init__(self, context: zmq.Context, outbox: str, handler: Handler, prelude: Callable[[], None] | None = None):
-        self._prelude = prelude
+    def __init__(self, context: zmq.Context, outbox: str, handler: Handler):
         self._context = context
         self._outbox = outbox
         self._handler = handler
@@ -97,11 +96,6 @@ class Worker:
             push.send_multipart([identity, frame])
 
         try:
-            if self._prelude is not None:
-                try:
-                    self._prelude()
-                except Exception:  # noqa: BLE001 - warm-up is best effort
-                    traceback.print_exc()
             while True:
                 job = self._queue.get()
                 if job is None:

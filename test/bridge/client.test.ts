@@ -4,9 +4,7 @@ import { join } from "node:path";
 import { BridgeClient } from "../../kernel/bridge/client.js";
 import { ChildGoneError, RemoteError } from "../../kernel/rpc/client.js";
 import { UserFacingError } from "../../kernel/errors.js";
-import type { TuneParams } from "../../kernel/bridge/types.js";
-import { PACKAGE_ROOT } from "../../kernel/paths.js";
-import { bridgeInstalled, tempDir, tinyModelDir } from "./fixtures.js";
+import { bridgeInstalled, tempDir, tinyModelDir, tuneParams } from "./fixtures.js";
 import { isAlive } from "../../kernel/runner/processes.js";
 
 async function waitFor(check: () => boolean, ms = 20_000): Promise<void> {
@@ -15,36 +13,6 @@ async function waitFor(check: () => boolean, ms = 20_000): Promise<void> {
     if (Date.now() > until) throw new Error("condition not reached");
     await new Promise((r) => setTimeout(r, 50));
   }
-}
-
-export function tuneParams(model: string, overrides: Partial<TuneParams> = {}): TuneParams {
-  const text = readFileSync(join(PACKAGE_ROOT, "data", "identity.jsonl"), "utf8");
-  return {
-    model,
-    data: { train: { source: "data/identity.jsonl", text }, valid: null },
-    name: null,
-    iters: 20,
-    batch_size: 1,
-    lr: 1e-3,
-    rank: 4,
-    scale: 20,
-    dropout: 0,
-    layers: 2,
-    keys: ["self_attn.q_proj", "self_attn.v_proj"],
-    grad_clip: 1,
-    max_seq_length: 256,
-    seed: 0,
-    save_every: 0,
-    resume: false,
-    repeat: 1,
-    mask_prompt: true,
-    eval_prompts: [],
-    eval_max_tokens: 8,
-    steps_per_report: 1,
-    steps_per_eval: null,
-    prefix_cache: true,
-    ...overrides,
-  };
 }
 
 describe("BridgeClient without an installed bridge", () => {

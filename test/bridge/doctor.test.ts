@@ -19,7 +19,13 @@ describe("tunelab doctor", () => {
     expect(report.bridge!.blas.name).toBeTruthy();
     const text = formatDoctor(report);
     expect(text).toMatch(/^MLX: +\d+\.\d+.*backend (CPU|Metal|CUDA)/m);
-    expect(text).toMatch(/^BLAS: +.+GFLOP\/s sgemm/m);
+    expect(text).toMatch(/^BLAS: +.+sgemm \d+x\d+ at [\d.]+ GFLOP\/s/m);
+    if (process.platform === "linux") {
+      expect(text).toMatch(/^CPU: +.+\(x86-64-v\d|^CPU: +.+\(aarch64/m);
+      // Every candidate is listed: the chosen one starred, the others with their rate or why not.
+      expect(text).toMatch(/^  \* \S+ +passed, [\d.]+ GFLOP\/s/m);
+      expect(text).toMatch(/^ {4}reference +passed, [\d.]+ GFLOP\/s/m);
+    }
     expect(text).toMatch(/^native addon: +(loads|does not load)/m);
     if (process.platform === "linux") expect(text).toMatch(/^host kernels: +((AVX-512|AVX2) \(\/.+\.so\)|unavailable: .+|built, but)/m);
   });
@@ -29,5 +35,6 @@ describe("tunelab doctor", () => {
     expect(report!.blas.reference).toBe(true);
     const text = formatDoctor({ bridgePython: "python", bridge: report, bridgeError: null, addon: probeAddon("/nonexistent") });
     expect(text).toMatch(/^WARNING: +MLX is running on the slow reference BLAS.*unset TUNELAB_BLAS/m);
+    expect(report!.blas.candidates!.map((c) => c.name)).toEqual(["reference"]);
   });
 });

@@ -1,8 +1,9 @@
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BRIDGE_PYTHON, CACHE_DIR, PACKAGE_ROOT } from "../../kernel/paths.js";
+import type { TuneParams } from "../../kernel/bridge/types.js";
 import type { DisplayOutput, Displayable } from "../../kernel/display/mime.js";
 import { toDisplayOutput } from "../../kernel/display/mime.js";
 import type { CellIO, DisplayHandle } from "../../kernel/session/cell-io.js";
@@ -21,6 +22,37 @@ export function tinyModelDir(): string {
   execFileSync(BRIDGE_PYTHON, [join(PACKAGE_ROOT, "test", "bridge", "fixtures", "make_tiny_model.py"), dir], { stdio: "pipe" });
   tinyModel = dir;
   return dir;
+}
+
+/** A small %tune on the identity data (20 steps, rank 4, last 2 blocks); override what a test needs. */
+export function tuneParams(model: string, overrides: Partial<TuneParams> = {}): TuneParams {
+  const text = readFileSync(join(PACKAGE_ROOT, "data", "identity.jsonl"), "utf8");
+  return {
+    model,
+    data: { train: { source: "data/identity.jsonl", text }, valid: null },
+    name: null,
+    iters: 20,
+    batch_size: 1,
+    lr: 1e-3,
+    rank: 4,
+    scale: 20,
+    dropout: 0,
+    layers: 2,
+    keys: ["self_attn.q_proj", "self_attn.v_proj"],
+    grad_clip: 1,
+    max_seq_length: 256,
+    seed: 0,
+    save_every: 0,
+    resume: false,
+    repeat: 1,
+    mask_prompt: true,
+    eval_prompts: [],
+    eval_max_tokens: 8,
+    steps_per_report: 1,
+    steps_per_eval: null,
+    prefix_cache: true,
+    ...overrides,
+  };
 }
 
 export function tempDir(prefix = "tunelab-bridge-test-"): string {

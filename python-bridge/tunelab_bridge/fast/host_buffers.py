@@ -4,11 +4,12 @@ as the kernels take them (csrc/host_kernels.cpp), and how many threads they may 
 from __future__ import annotations
 
 import ctypes
-import os
 from typing import Optional
 
 import mlx.core as mx
 import numpy as np
+
+from ..cpu import usable_cores  # noqa: F401 - the bridge's one thread budget, shared with OpenBLAS
 
 PANEL = 16  # rows of W per packed panel (the kernels' layout of W^T)
 
@@ -22,13 +23,6 @@ def aligned_empty(count: int) -> np.ndarray:
 
 def float_pointer(a: Optional[np.ndarray]):
     return None if a is None else a.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def library_for(weight: mx.array, what: str) -> ctypes.CDLL:

@@ -1,30 +1,25 @@
-"""The native host kernels (csrc/host_kernels.cpp): built with g++ into the tunelab cache, loaded
-with ctypes.
+"""The native host kernels (csrc/host_kernels.cpp): built with g++ into the tunelab cache
+(native_build.py), checked on this CPU (kernels_check.py), loaded with ctypes.
 
-The library's file name carries a hash of its source and of the compiler command, so an edited
-source (or a tunelab upgrade) builds a new library beside the old one and nothing stale is ever
-loaded. Setup builds it (`python -m tunelab_bridge.fast.host_kernels --build`); a bridge that
+Setup builds and checks it (`python -m tunelab_bridge.fast.host_kernels --build`); a bridge that
 finds it missing builds it on first use, which takes a few seconds.
 
 No CPU-specific flag is passed to the compiler: the library picks its AVX-512 or AVX2 path at
-run time and otherwise runs portable loops, so a cache shared between machines stays correct.
+run time and otherwise runs portable loops, so a cache shared between machines stays correct;
+and every path this CPU offers runs on small inputs in a forked child, compared with NumPy,
+before the bridge loads the library, so a path that cannot run here is never taken.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import platform
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
-from ..cache import cache_dir
+from ..native_build import SETUP_HINT, BuildError, build_shared, library_path as _library_path
 
 SOURCE = Path(__file__).with_name("csrc") / "host_kernels.cpp"
 COMPILER = "g++"
@@ -36,46 +31,20 @@ _CAP = {"avx512": 0, "avx2": 2, "portable": 1}
 # Caps the path below what the CPU has: "avx2" or "portable" (tests and benchmarks run the lower
 # paths on one machine; a user can rule out a path suspected of a fault).
 PATH_ENV = "TUNELAB_HOST_KERNELS_PATH"
-SETUP_HINT = "install g++ and run npm run setup"
 
 _lock = threading.Lock()
 _loaded: Optional[Tuple[Optional[ctypes.CDLL], str]] = None
-
-
-class BuildError(RuntimeError):
-    """The library could not be built; the message is one sentence saying why and what to do."""
+# The best path that passed this CPU's check (None until the library is loaded).
+_checked_best: Optional[str] = None
 
 
 def library_path() -> Path:
-    digest = hashlib.sha256()
-    digest.update(SOURCE.read_bytes())
-    digest.update("\0".join((COMPILER, *FLAGS, platform.machine(), sys.platform)).encode())
-    return cache_dir() / "host-kernels" / f"host_kernels-{digest.hexdigest()[:16]}.so"
+    return _library_path("host-kernels", SOURCE.read_text(encoding="utf-8"), COMPILER, FLAGS)
 
 
 def build() -> Path:
     """The library for the current source, compiled now unless it already is."""
-    target = library_path()
-    if target.is_file():
-        return target
-    compiler = shutil.which(COMPILER)
-    if compiler is None:
-        raise BuildError(f"the host kernels could not be built: {COMPILER} not found; {SETUP_HINT}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Built under a temporary name, then renamed: a bridge starting beside this one either finds
-    # no library (and builds its own) or a complete one.
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True)
-        if result.returncode != 0:
-            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise BuildError(f"the host kernels could not be built: {COMPILER} failed ({last}); {SETUP_HINT}")
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return target
+    return build_shared("host-kernels", SOURCE.read_text(encoding="utf-8"), ".cpp", COMPILER, FLAGS, what="the host kernels")
 
 
 def _bind(lib: ctypes.CDLL) -> None:
@@ -108,7 +77,15 @@ def load() -> Tuple[Optional[ctypes.CDLL], str]:
         return _loaded
 
 
+def prepare() -> None:
+    """At bridge start, before threads exist: check and load a library that setup already built
+    (a missing one is built on first use instead, keeping g++'s seconds out of the start)."""
+    if sys.platform.startswith("linux") and library_path().is_file():
+        load()
+
+
 def _load() -> Tuple[Optional[ctypes.CDLL], str]:
+    global _checked_best
     if not sys.platform.startswith("linux"):
         return None, "the host kernels are built for Linux only"
     try:
@@ -117,6 +94,17 @@ def _load() -> Tuple[Optional[ctypes.CDLL], str]:
         return None, str(error)
     except OSError as error:
         return None, f"the host kernels could not be built ({error}); {SETUP_HINT}"
+    from .kernels_check import checked_paths
+
+    try:
+        checks = checked_paths(path)
+    except RuntimeError as error:
+        return None, str(error)
+    passed = [p for p in PATHS if p in checks and checks[p] is None]
+    if not passed:
+        why = "; ".join(f"{p}: {reason}" for p, reason in checks.items())
+        return None, f"the host kernels failed their check on this CPU ({why}); %tune uses MLX for those parts"
+    _checked_best = passed[0]
     try:
         lib = ctypes.CDLL(str(path))
         _bind(lib)
@@ -129,11 +117,24 @@ def _load() -> Tuple[Optional[ctypes.CDLL], str]:
 
 def path_cap(path: Optional[str] = None) -> int:
     """The C ABI's `cap` for the highest path allowed: `path` ("avx512", "avx2", "portable"),
-    or by default PATH_ENV's value (none: the best the CPU has). ValueError for an unknown name."""
+    or by default PATH_ENV's value (none: the best the CPU has), never above the best path that
+    passed this CPU's check. ValueError for an unknown name."""
     wanted = path if path is not None else (os.environ.get(PATH_ENV, "") or "avx512")
     if wanted not in _CAP:
         raise ValueError(f"{PATH_ENV} must be one of {', '.join(PATHS)}, got {wanted!r}")
+    if _checked_best is not None and PATHS.index(wanted) < PATHS.index(_checked_best):
+        wanted = _checked_best
     return _CAP[wanted]
+
+
+def checks() -> Dict[str, Optional[str]]:
+    """This CPU's check of each path ({path: None if it passed, else why}); empty before load()."""
+    from .kernels_check import checked_paths
+
+    try:
+        return checked_paths(library_path()) if _loaded is not None and _loaded[0] is not None else {}
+    except RuntimeError:
+        return {}
 
 
 def capped_by_environment() -> Optional[str]:
@@ -143,15 +144,26 @@ def capped_by_environment() -> Optional[str]:
 
 
 def main(argv: list[str]) -> int:
+    """`--build`: build the library and check its paths on this CPU (set-up's step);
+    `--ready`: exit 0 when both are done already."""
+    from .kernels_check import checked_paths, is_checked
+
+    if argv == ["--ready"]:
+        return 0 if library_path().is_file() and is_checked(library_path()) else 1
     if argv != ["--build"]:
-        print("usage: python -m tunelab_bridge.fast.host_kernels --build", file=sys.stderr)
+        print("usage: python -m tunelab_bridge.fast.host_kernels --build | --ready", file=sys.stderr)
         return 2
+
     try:
-        print(build())
-    except BuildError as error:
+        path = build()
+        results = checked_paths(path)
+    except (BuildError, RuntimeError) as error:
         print(error, file=sys.stderr)
         return 1
-    return 0
+    print(path)
+    for name, why in results.items():
+        print(f"  {name}: {'passed' if why is None else 'failed: ' + why}")
+    return 0 if any(why is None for why in results.values()) else 1
 
 
 if __name__ == "__main__":
