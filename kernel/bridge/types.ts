@@ -81,38 +81,14 @@ export interface BridgeStatus {
   pid: number;
 }
 
+import type { OptimisationName } from "./params.generated.js";
+
+export type { GenerateParams, OptimisationName, TuneParams } from "./params.generated.js";
+
 export interface DataSource {
   /** Where the text came from (a file path or "cell"), named by the bridge in its errors. */
   source: string;
   text: string;
-}
-
-export interface TuneParams {
-  model: string | null;
-  data: { train: DataSource; valid: DataSource | null };
-  name: string | null;
-  iters: number;
-  batch_size: number;
-  lr: number;
-  rank: number;
-  scale: number;
-  dropout: number;
-  layers: number;
-  keys: string[];
-  grad_clip: number;
-  max_seq_length: number;
-  seed: number;
-  save_every: number;
-  resume: boolean;
-  repeat: number;
-  mask_prompt: boolean;
-  eval_prompts: string[];
-  eval_max_tokens: number;
-  steps_per_report: number;
-  steps_per_eval: number | null;
-  prefix_cache: boolean;
-  /** Memory budget of the frozen-prefix cache; null: the bridge's default (1024 MB). */
-  prefix_cache_mb?: number | null;
 }
 
 export interface ProgressEvent {
@@ -160,19 +136,7 @@ export interface TuneResult {
   model: ModelInfo;
   blas: BlasInfo;
   /** Which speed-ups the run used; each one is switched off, with the reason, where it would not be exact. */
-  optimisations: Partial<Record<"prefix_cache" | "loss_head" | "tail_queries" | "compiled" | "bucketing" | "host_activations" | "fused_head" | "native_linears" | "host_attention" | "host_step", Optimisation>>;
-}
-
-export interface GenerateParams {
-  prompt: string;
-  /** A run name, "none" for the base model, or null to keep the active adapter. */
-  adapter: string | null;
-  max_tokens: number;
-  temp: number;
-  top_p: number;
-  seed: number | null;
-  system: string | null;
-  model: string | null;
+  optimisations: Partial<Record<OptimisationName, Optimisation>>;
 }
 
 export interface GenerateResult {

@@ -2,7 +2,7 @@ import { table } from "../display/table.js";
 import { text } from "../display/bundle.js";
 import type { AdapterList } from "../bridge/types.js";
 import { defineMagic, flag } from "./schema.js";
-import { bridgeFor } from "./tune.js";
+import { bridgeFor } from "./bridge-context.js";
 
 function rows(list: AdapterList): Record<string, unknown>[] {
   const loaded = new Set(list.loaded);

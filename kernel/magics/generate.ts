@@ -3,8 +3,9 @@ import { html } from "../display/bundle.js";
 import { escapeHtml } from "../display/format.js";
 import { LiveDisplay } from "../display/live.js";
 import type { GenerateResult } from "../bridge/types.js";
-import { defineMagic, flag } from "./schema.js";
-import { bridgeFor, modelArg } from "./tune.js";
+import { bridgeFor, modelArg } from "./bridge-context.js";
+import { GENERATE_FLAGS, generateParams } from "./options.generated.js";
+import { defineMagic } from "./schema.js";
 
 /** How often streamed tokens repaint the output; decoding runs at ~10 tokens/s on CPU. */
 const REPAINTS_PER_SECOND = 4;
@@ -23,15 +24,7 @@ export const generateMagic = defineMagic({
     "Answers the prompt with the loaded model (through its chat template). --adapter picks a run's adapter for this and " +
     "later calls (none: the base model); without it the active adapter is kept (after %tune, the adapter just trained).",
   forms: { line: true, cell: true },
-  flags: {
-    adapter: flag.string({ help: "adapter to use: a run name, or none for the base model (default: keep the active one)", metavar: "NAME" }),
-    maxTokens: flag.int({ help: "most tokens to generate", default: 200, min: 1 }),
-    temp: flag.number({ help: "sampling temperature (0: greedy)", default: 0, min: 0 }),
-    topP: flag.number({ help: "nucleus sampling probability mass", default: 1, min: 0, max: 1, exclusiveMin: true }),
-    seed: flag.int({ help: "random seed for sampling", min: 0 }),
-    system: flag.string({ help: "system prompt (default: the model's own)", metavar: "TEXT" }),
-    model: flag.string({ help: "model directory or name (default: the loaded one, else the embedded SmolLM2)", metavar: "PATH" }),
-  },
+  flags: GENERATE_FLAGS,
   text: { name: "prompt", help: "the prompt (for %%generate, the cell body)" },
   body: { help: "the prompt" },
   examples: ["%generate Who are you?", "%generate --adapter none --max-tokens 40 Who are you?"],
@@ -45,16 +38,7 @@ export const generateMagic = defineMagic({
     let result: GenerateResult;
     try {
       result = await bridge.generate(
-        {
-          prompt,
-          adapter: args.adapter ?? null,
-          max_tokens: args.maxTokens,
-          temp: args.temp,
-          top_p: args.topP,
-          seed: args.seed ?? null,
-          system: args.system ?? null,
-          model: modelArg(args.model, ctx.cwd),
-        },
+        { prompt, ...generateParams(args, { model: (value) => modelArg(value, ctx.cwd) }) },
         {
           signal: ctx.io.signal,
           onEvent: (event, data) => {

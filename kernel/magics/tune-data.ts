@@ -48,28 +48,3 @@ export function readCellBody(body: string): TuneData {
   if (body.trim() === "") throw new UsageError("The %%tune cell has no examples; put one JSON example per line below the %%tune line, or use %tune --data FILE.");
   return { train: { source: "cell", text: body }, valid: null };
 }
-
-const SHORT_KEYS: Record<string, string> = {
-  q_proj: "self_attn.q_proj",
-  k_proj: "self_attn.k_proj",
-  v_proj: "self_attn.v_proj",
-  o_proj: "self_attn.o_proj",
-  gate_proj: "mlp.gate_proj",
-  up_proj: "mlp.up_proj",
-  down_proj: "mlp.down_proj",
-};
-
-/** `--keys q_proj,v_proj` to the paths inside a block that mlx-lm's LoRA config expects. */
-export function loraKeys(keys: string[]): string[] {
-  if (keys.length === 0) throw new UsageError("--keys needs at least one layer name, for example q_proj,v_proj.");
-  return keys.map((key) => {
-    if (key.includes(".")) return key;
-    const path = SHORT_KEYS[key];
-    if (!path) {
-      throw new UsageError(
-        `--keys: unknown layer '${key}'; use ${Object.keys(SHORT_KEYS).join(", ")} or a path inside a block such as self_attn.q_proj.`,
-      );
-    }
-    return path;
-  });
-}

@@ -7,8 +7,14 @@ import { blasPhrase, blasRejections } from "../bridge/blas-text.js";
 import type { FigureSpec } from "../display/plotly-types.js";
 import { table } from "../display/table.js";
 import type { CellIO } from "../session/cell-io.js";
-import type { BridgeStatus, ProgressEvent, TuneParams, ValEvent } from "../bridge/types.js";
-import type { TuneOutcome } from "./tune.js";
+import type { BridgeStatus, ProgressEvent, TuneResult, ValEvent } from "../bridge/types.js";
+import type { TuneFlagParams } from "./options.generated.js";
+
+/** What `%tune` returns to TypeScript (`tunelab.results.tune`): the bridge's result plus the curves as rows. */
+export interface TuneOutcome extends TuneResult {
+  history: ProgressEvent[];
+  val_history: ValEvent[];
+}
 
 /** Repaints of the live output per second: enough to watch the loss fall, cheap on the wire. */
 const REPAINTS_PER_SECOND = 2;
@@ -73,7 +79,7 @@ export class TuneView {
   private readonly history: ProgressEvent[] = [];
   private readonly valHistory: ValEvent[] = [];
 
-  constructor(private readonly io: CellIO, private readonly params: TuneParams) {
+  constructor(private readonly io: CellIO, private readonly params: TuneFlagParams) {
     this.live = new LiveDisplay(io, { maxPerSecond: REPAINTS_PER_SECOND });
     this.headerText = this.describeRun("model " + (params.model ?? "embedded SmolLM2-135M-Instruct"));
     this.repaint();

@@ -150,10 +150,10 @@ const hostKernels: SetupStep = {
   name: "bridge host kernels (fused vocabulary head)",
   async done() {
     if (process.platform !== "linux") return true;
-    return (await runCommand(BRIDGE_PYTHON, ["-m", "tunelab_bridge.fast.host_kernels", "--ready"], { env: pythonEnv(), allowFailure: true })).code === 0;
+    return (await runCommand(BRIDGE_PYTHON, ["-m", "tunelab_bridge.fast", "--ready"], { env: pythonEnv(), allowFailure: true })).code === 0;
   },
   async run(log) {
-    const built = await runCommand(BRIDGE_PYTHON, ["-m", "tunelab_bridge.fast.host_kernels", "--build"], { log, env: pythonEnv(), allowFailure: true });
+    const built = await runCommand(BRIDGE_PYTHON, ["-m", "tunelab_bridge.fast", "--build"], { log, env: pythonEnv(), allowFailure: true });
     // Not fatal: training runs without them, and its summary rows say why.
     if (built.code !== 0) log("%tune will compute the vocabulary head and projections with MLX until the host kernels build.");
   },

@@ -163,7 +163,7 @@ def test_host_attention_off_for_a_traditional_rope_and_training_stays_exact() ->
     decision = fast.plan(model).host_attention
     assert not decision.applies and "rotary embedding" in decision.reason
     reference, candidate, plan, loss_fn = run_pair(layers=2, batch_size=2, tweak=traditional_rope_in_block_five)
-    assert not plan.host_attention.applies and not loss_fn.plan.anatomy.host_attention
+    assert not plan.host_attention.applies and not loss_fn.runner.host_attention
     assert_same_training(reference, candidate)
 
 
@@ -205,7 +205,7 @@ def test_fused_head_off_when_the_kernels_cannot_be_built(monkeypatch) -> None:
     monkeypatch.setattr(host_kernels, "load", lambda: (None, why))
     reference, candidate, plan, loss_fn = run_pair(layers=2, batch_size=2, options=fast.FastOptions())
     assert not plan.fused_head.applies and plan.fused_head.reason == why
-    assert plan.summary()["fused_head"] == {"used": False, "reason": why}
+    assert plan.summary()["fused_head"] == {"used": False, "reason": why, "detail": None}
     assert_same_training(reference, candidate)
 
 

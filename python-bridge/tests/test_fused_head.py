@@ -199,7 +199,7 @@ def test_build_failures_say_why_and_what_to_do(tmp_path: Path, monkeypatch: pyte
 
 def test_command_line_build_prints_the_library_and_checks_each_path_on_this_cpu(tmp_path: Path) -> None:
     env = {**os.environ, "TUNELAB_CACHE": str(tmp_path)}
-    command = [sys.executable, "-m", "tunelab_bridge.fast.host_kernels"]
+    command = [sys.executable, "-m", "tunelab_bridge.fast"]
     assert subprocess.run([*command, "--ready"], env=env).returncode == 1
     result = subprocess.run([*command, "--build"], capture_output=True, text=True, env=env, check=True)
     first, *paths = result.stdout.strip().splitlines()

@@ -44,10 +44,10 @@ def test_prefix_cache_on_and_off_train_the_same_adapter(tiny_model_dir, tmp_path
     assert cached["frozen_blocks"] == 2 and cached["cached_rows"] == 3 and cached["bytes"] > 0
     assert any("caching frozen blocks 3/3" in (p.get("detail") or "") for p in on[3])
     assert off[2]["prefix_cache"]["used"] is False and "--no-prefix-cache" in off[2]["prefix_cache"]["reason"]
-    for name in ("loss_head", "bucketing"):
+    for name in ("loss_head", "trim_padding"):
         assert on[2][name]["used"] is True, on[2]
     # mx.compile is opt-in (FastOptions.compile): the uncompiled step measured faster on CPU.
-    assert on[2]["compiled"]["used"] is False and "not by default" in on[2]["compiled"]["reason"], on[2]
+    assert on[2]["compile"]["used"] is False and "not by default" in on[2]["compile"]["reason"], on[2]
 
 
 def test_layers_covering_every_block_turn_the_cache_off_with_a_reason(tiny_model_dir, tmp_path):
@@ -70,7 +70,7 @@ def test_dropout_turns_off_what_it_would_make_inexact(tiny_model_dir, tmp_path):
         runs[cache] = (losses(bridge.named("progress")), adapter_weights(result), result["optimisations"])
     opts = runs[True][2]
     assert opts["prefix_cache"]["used"] is True
-    for name in ("compiled", "bucketing"):
+    for name in ("compile", "trim_padding"):
         assert opts[name]["used"] is False and "dropout" in opts[name]["reason"], opts
     assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-4, abs=1e-5)
     for key in runs[True][1]:

@@ -144,3 +144,44 @@ class Batches:
     def all_batches(self) -> list[tuple[Any, Any]]:
         """Every group once, in length order: the validation pass."""
         return [self.collate([self.examples[i] for i in group]) for group in self.groups]
+
+
+@dataclass(frozen=True)
+class DataText:
+    """One JSONL text as the kernel sent it, with the name its errors use (a file or "cell")."""
+
+    source: str
+    text: str
+
+    @staticmethod
+    def from_param(value: Any, role: str) -> "DataText":
+        if not isinstance(value, dict) or not isinstance(value.get("text"), str):
+            raise BridgeError("bad_request", f"tune: 'data.{role}' must be an object with 'source' and 'text' (the JSONL rows).")
+        return DataText(str(value.get("source") or role), value["text"])
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    train: list[Example]
+    valid: list[Example]
+    batches: Batches
+    valid_batches: list[tuple[Any, Any]]
+
+    def token_rows(self, max_seq_length: int) -> list[list[int]]:
+        """Every example's tokens as the batches carry them (cut to max_seq_length)."""
+        return [tokens[:max_seq_length] for tokens, _ in self.train + self.valid]
+
+
+def load_training_data(data: Any, tokenizer: Any, *, batch_size: int, max_seq_length: int, seed: int, mask_prompt: bool, repeat: int) -> TrainingData:
+    """`tune`'s `data` param ({"train": {source, text}, "valid": ... | null}) tokenised and batched."""
+    if not isinstance(data, dict) or data.get("train") is None:
+        raise BridgeError("bad_request", "tune: 'data.train' is required: {\"source\", \"text\"} with JSONL rows.")
+    train_text = DataText.from_param(data["train"], "train")
+    train = load_examples(train_text.source, train_text.text, tokenizer, mask_prompt=mask_prompt, repeat=repeat)
+    valid: list[Example] = []
+    valid_batches: list[tuple[Any, Any]] = []
+    if data.get("valid"):
+        valid_text = DataText.from_param(data["valid"], "valid")
+        valid = load_examples(valid_text.source, valid_text.text, tokenizer, mask_prompt=mask_prompt)
+        valid_batches = Batches(valid, min(batch_size, len(valid)), max_seq_length, seed).all_batches()
+    return TrainingData(train, valid, Batches(train, batch_size, max_seq_length, seed), valid_batches)

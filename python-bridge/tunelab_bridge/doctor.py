@@ -12,19 +12,6 @@ import sys
 from typing import Any, Dict
 
 
-def _host_kernels() -> Dict[str, Any]:
-    from .fast import host_kernels
-
-    lib, why = host_kernels.load()
-    simd = None
-    if lib is not None:
-        try:
-            simd = lib.tunelab_linear_path(16, host_kernels.path_cap()).decode()
-        except ValueError as error:
-            why = str(error)
-    return {"path": getattr(lib, "_name", None), "simd": simd, "why": why or None, "checks": host_kernels.checks()}
-
-
 def report(recheck: bool = False) -> Dict[str, Any]:
     from . import blas
 
@@ -43,7 +30,9 @@ def report(recheck: bool = False) -> Dict[str, Any]:
     except Exception as error:  # noqa: BLE001 - reported, not raised
         out["mlx_lm_error"] = str(error)
     if sys.platform.startswith("linux"):
-        out["host_kernels"] = _host_kernels()
+        from . import fast
+
+        out["host_kernels"] = fast.report()
     return out
 
 

@@ -112,20 +112,21 @@ class Service:
         return run
 
     def _tune(self, job: Job) -> Mapping[str, Any]:
-        from .training import TuneConfig, TuneContext, tune
+        from .options import TuneOptions, parse
+        from .training import TuneContext, tune
 
-        config = TuneConfig.from_params(job.params)
+        options = parse(TuneOptions, "tune", job.params)
         job.emit("phase", {"name": "loading"})
-        loaded = self._model(job, config.model)
+        loaded = self._model(job, options.model)
         context = TuneContext(
             emit=job.emit,
             cancelled=lambda: job.cancelled,
             runs_root=self.runs_dir,
-            generate=self._greedy(loaded, config.eval_max_tokens),
+            generate=self._greedy(loaded, options.eval_max_tokens),
             blas=self.blas,
         )
         try:
-            return tune(loaded, self.adapters, job.params, context)
+            return tune(loaded, self.adapters, options, context)
         except Exception:
             # Past its checks, tune stripped the adapters (layout None) and built fresh LoRA
             # layers; unless it registered them (diverged: the last good weights), drop them so
@@ -136,24 +137,19 @@ class Service:
 
     def _generate(self, job: Job) -> Mapping[str, Any]:
         from .generation import Sampling, generate
+        from .options import GenerateOptions, parse
 
-        p = Params("generate", job.params)
-        prompt = p.str("prompt", required=True)
-        sampling = Sampling(
-            max_tokens=p.int("max_tokens", 200, minimum=1),
-            temp=p.float("temp", 0.0, minimum=0.0),
-            top_p=p.float("top_p", 1.0, minimum=0.0),
-            seed=p.int("seed", 0),
-            system=p.str("system"),
-        )
-        loaded = self._model(job, p.str("model"))
-        adapter = p.str("adapter")
-        if adapter is not None and adapter != (self.adapters.active or "none"):
-            self.adapters.switch(adapter)
+        options = parse(GenerateOptions, "generate", job.params)
+        if not options.prompt:
+            raise BridgeError("bad_request", "generate: 'prompt' is required.")
+        sampling = Sampling(max_tokens=options.max_tokens, temp=options.temp, top_p=options.top_p, seed=options.seed or 0, system=options.system)
+        loaded = self._model(job, options.model)
+        if options.adapter is not None and options.adapter != (self.adapters.active or "none"):
+            self.adapters.switch(options.adapter)
         result = dict(generate(
             loaded.model,
             loaded.tokenizer,
-            prompt or "",
+            options.prompt,
             sampling,
             cancelled=lambda: job.cancelled,
             on_text=lambda text: job.emit("token", {"text": text}),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from . import activate
+from . import activate, thread_settings
 from .choice import is_cached
 
 
@@ -31,6 +31,7 @@ def _table(report: dict) -> str:
 
 def main(argv: list[str]) -> int:
     if "--cached" in argv:
+        thread_settings()  # the key includes the thread count activate() would use
         return 0 if is_cached() else 1
     report = activate(recheck="--recheck" in argv)
     print(json.dumps(report) if "--json" in argv else _table(report))

@@ -1,59 +1,70 @@
 """The fast %tune path: the same losses and adapter weights as mlx-lm's step, with less work.
 
-- prefix_cache.py   the frozen blocks' output, computed once per example (exact: keyed by tokens)
-- loss_head.py      final norm + vocabulary logits only where the loss counts (one softmax pass,
-                    in NumPy: MLX's CPU exp is scalar)
-- fused_head.py     on CPUs with AVX-512 or AVX2, the head's logits, softmax and gradient in one native
-                    pass over the frozen head weight (host_kernels.py builds csrc/ with g++)
-- frozen_linear.py  on CPUs with AVX-512 or AVX2, the adapted blocks' frozen projections as native
-                    products over weights packed once per run (the LoRA term stays in MLX,
-                    except in the host step)
-- anatomy.py        where a model's forward splits (embedding, blocks, norm, head); the adapted
-                    llama/qwen2 blocks run through a copy of their code, the last one from the first
-                    loss position on (tail queries)
-- host_ops.py       SwiGLU computed with NumPy on the CPU (same values; MLX's x86 exp is scalar)
-- host_attention.py RoPE and grouped-query attention of the mirrored blocks computed with NumPy
-                    on the CPU, forward and backward (same values; MLX's x86 sin/cos/exp are scalar)
-- host_step.py      where all of the above run on the host: the adapted blocks' forward and
-                    backward and the head written out as one sequence of NumPy and native calls,
-                    instead of MLX's autodiff stitching them together (~60 hand-offs per step)
-- bucketing.py      batches cut to their longest row (shapes bucketed only for compiled traces)
-- compiled_step.py  mx.compile of the model's part of the step (opt-in: FastOptions.compile;
-                    the uncompiled step with the host-side softmax measured faster on CPU)
-- applicability.py  which of these are exact for this model and LoRA set-up (and why not)
-- loss.py           FastLossFn: the drop-in for `nn.value_and_grad(model, default_loss)`
+The front door: `plan(model, FastOptions(...))` decides, from the model as it will be trained,
+which optimisations are exact (an immutable FastPlan, each knob a Decision with its reason);
+`FastLossFn(model, plan)` is the drop-in for `nn.value_and_grad(model, default_loss)` built from
+it; `report()` says what the host kernels are on this machine (for doctor); `build()` builds and
+checks them (for set-up). Inside:
 
-A training loop adopts it after LoRA is applied and the base frozen (order matters: the plan
-reads which blocks are trainable):
+- plan.py, decisions.py  which optimisations apply and why not (dropout fails closed)
+- loss.py                FastLossFn: the batch layout, the block runner, the chosen strategy
+- strategies.py          one class per way of computing a step: mlx-lm's, autodiff over the
+                         mirrored blocks, compiled, the written-out host step
+- anatomy.py, blocks.py  where a model splits; its llama/qwen2 blocks run through a copy of their
+                         code with the host replacements the plan chose (and tail queries)
+- host_math.py           the host's NumPy forward/backward pairs (norms, SwiGLU, softmax), used by
+                         the custom functions (host_ops.py, loss_head.py) and the host step
+- host_attention.py      RoPE + grouped-query attention on the host, forward and backward
+- frozen_linear.py, fused_head.py  native products over weights packed once (csrc/host_kernels.cpp,
+                         built by host_kernels.py, each SIMD path checked per CPU by kernels_check.py)
+- host_step.py           the adapted blocks' forward and backward written out on the host
+- prefix_cache.py        the frozen blocks' output computed once per example (exact: keyed by tokens)
+- loss_head.py           norm and vocabulary logits only where the loss counts
+- bucketing.py, compiled_step.py  batch layout; mx.compile of the model's part (opt-in)
 
-    from tunelab_bridge import fast
+A training loop adopts it after LoRA is applied and the base frozen (the plan reads which blocks
+are trainable):
 
-    model.freeze()
-    linear_to_lora_layers(model, layers, lora_parameters)
-    model.train()
-    fast_loss = fast.FastLossFn(model, fast.plan(model, fast.FastOptions(
-        prefix_cache=config.prefix_cache,
-        prefix_cache_mb=fast.DEFAULT_PREFIX_CACHE_MB if config.prefix_cache_mb is None else config.prefix_cache_mb)))
-    fast_loss.precompute(
-        [tokens[: config.max_seq_length] for tokens, _ in train_examples + valid_examples],
-        progress=lambda done, total: emit("phase", {"name": "preparing", "detail": f"frozen blocks {done}/{total} examples"}))
+    fast_loss = fast.FastLossFn(model, fast.plan(model, fast.FastOptions(prefix_cache=...)))
+    fast_loss.precompute([tokens[:max_seq_length] for tokens, _ in examples])
     loss_and_grad = fast_loss.value_and_grad   # was nn.value_and_grad(model, default_loss)
     loss_fn = fast_loss.loss_fn                # was default_loss (validation)
-    ...
-    result["optimisations"] = fast_loss.summary()
-    # {"prefix_cache": {"used", "reason", "frozen_blocks", "stats"}, "loss_head": {"used", "reason"},
-    #  "tail_queries": {...}, "trim_padding": {...}, "compile": {...}}: the summary table's
-    #  "prefix cache" line is optimisations.prefix_cache.used (+ reason when not used).
-
-`value_and_grad(model, batch, lengths)` returns ((loss, ntoks), grads) like mlx-lm's pair, for
-batches laid out as `iterate_batches` makes them ((B, W) tokens, (B, 2) [offset, length]).
-Where an optimisation is not exact (dropout below the first adapted block, adapters in every
-block, a trained embedding, a model whose forward is not a plain chain), it is off and
-`summary()` says why; with everything off the step is mlx-lm's own.
+    result["optimisations"] = fast_loss.summary()  # {knob: {used, reason, detail}}, FastOptions' names
 """
 
-from .applicability import DEFAULT_PREFIX_CACHE_MB, Decision, FastOptions, FastPlan, plan
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from .decisions import Decision
 from .loss import FastLossFn
+from .plan import DEFAULT_PREFIX_CACHE_MB, KNOBS, FastOptions, FastPlan, plan
 from .prefix_cache import PrefixCacheStats
 
-__all__ = ["DEFAULT_PREFIX_CACHE_MB", "Decision", "FastOptions", "FastPlan", "FastLossFn", "PrefixCacheStats", "plan"]
+__all__ = ["DEFAULT_PREFIX_CACHE_MB", "KNOBS", "Decision", "FastOptions", "FastPlan", "FastLossFn", "PrefixCacheStats", "build", "plan", "report"]
+
+
+def report() -> Dict[str, Any]:
+    """The host kernels on this machine, for `tunelab doctor`: the library, the SIMD path its
+    products take here ("avx512", "avx2", "portable"; None when unavailable), why not, and this
+    CPU's check of each path (None: passed)."""
+    from . import host_kernels
+
+    lib, why = host_kernels.load()
+    simd = None
+    if lib is not None:
+        try:
+            simd = lib.tunelab_linear_path(16, host_kernels.path_cap()).decode()
+        except ValueError as error:
+            why = str(error)
+    return {"path": getattr(lib, "_name", None), "simd": simd, "why": why or None, "checks": host_kernels.checks()}
+
+
+def build() -> Dict[str, Any]:
+    """Builds the host kernels for this source and checks each SIMD path on this CPU (set-up);
+    raises host_kernels.BuildError (one sentence) when they cannot be built."""
+    from . import host_kernels
+    from .kernels_check import checked_paths
+
+    path = host_kernels.build()
+    return {"path": str(path), "checks": checked_paths(path)}

@@ -8,8 +8,8 @@ chain are recognised; anything else gets no fast path (and `plan` says so).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from dataclasses import dataclass
+from typing import Callable, Optional, Tuple
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -20,95 +20,32 @@ import mlx.nn as nn
 PLAIN_CHAIN_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 
-Activation = Callable[[mx.array, mx.array], mx.array]
-
-
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Anatomy:
+    """The model's parts in forward order. Frozen: what runs them, and with which host
+    replacements, is a BlockRunner (blocks.py) built from the plan."""
+
     embed: nn.Module
-    blocks: List[nn.Module]
+    blocks: Tuple[nn.Module, ...]
     norm: nn.Module
     head: Callable[[mx.array], mx.array]
-    # SwiGLU for the blocks the fast path runs through `run_block`'s mirror of the block code
-    # (None: mlx-lm's own). host_ops.swiglu is the same function computed with NumPy.
-    swiglu: Optional[Activation] = None
     # The head's dense (vocab, hidden) matrix, for kernels that take it directly; None where the
     # head is not a plain matrix product (quantized, or with a bias).
     head_weight: Optional[mx.array] = None
-    # Replacements for frozen linear layers inside mirrored blocks, keyed by id() of the layer
-    # (fast/frozen_linear.py); a LoRALinear whose base layer is here keeps its adapter in MLX.
-    frozen_linears: Dict[int, Callable[[mx.array], mx.array]] = field(default_factory=dict)
-    # RoPE + attention for mirrored blocks, keyed by id() of the block's attention module
-    # (fast/host_attention.py): f(q, k, v, start) from the projections to o_proj's input.
-    host_attention: Dict[int, Callable[..., mx.array]] = field(default_factory=dict)
 
     def embed_tokens(self, tokens: mx.array) -> mx.array:
         return self.embed(tokens)
-
-    def run_blocks(self, h: mx.array, start: int, stop: Optional[int] = None) -> mx.array:
-        for block in self.blocks[start:stop]:
-            h = self.run_block(block, h)
-        return h
 
     def logits(self, h: mx.array) -> mx.array:
         return self.head(self.norm(h))
 
     def mirrors(self, block: nn.Module) -> bool:
-        """Whether `run_block` can run this block through its own copy of the block's code."""
+        """Whether BlockRunner can run this block through its own copy of the block's code."""
         return (type(block), type(getattr(block, "self_attn", None)), type(getattr(block, "mlp", None))) in _mirrored_blocks()
 
     def tail_queries_supported(self) -> bool:
         """Whether the last block can be run for the later positions only (its code is known)."""
         return self.mirrors(self.blocks[-1])
-
-    def run_last_block_from(self, h: mx.array, start: int) -> mx.array:
-        return self.run_block(self.blocks[-1], h, start)
-
-    def run_block(self, block: nn.Module, h: mx.array, start: int = 0) -> mx.array:
-        """The block's output at positions start.. (all of them by default).
-
-        For llama and qwen2 blocks this is the same arithmetic as their `TransformerBlock.__call__`,
-        written out so that (a) from `start` > 0 only the positions the loss can look at run queries,
-        the output projection and the MLP, while every position still supplies keys and values,
-        and (b) the SwiGLU and the rope + attention can be swapped for exact equivalents that are
-        faster on this device.
-        Other blocks are called as they are (start must then be 0)."""
-        if not self.mirrors(block):
-            assert start == 0, "only mirrored blocks run from a later position"
-            return block(h, "causal" if h.shape[1] > 1 else None, cache=None)
-        attn = block.self_attn
-        normed = block.input_layernorm(h)
-        queries = self._project(attn.q_proj, normed[:, start:] if start else normed)
-        keys = self._project(attn.k_proj, normed)
-        values = self._project(attn.v_proj, normed)
-        host_attention = self.host_attention.get(id(attn)) if self.host_attention else None
-        if host_attention is not None and queries.dtype == mx.float32:
-            # Computed in float32 on the host: only exact where the activations are float32.
-            out = host_attention(queries, keys, values, start)
-        else:
-            out = mlx_rope_attention(attn, queries, keys, values, start)
-        hidden = (h[:, start:] if start else h) + self._project(attn.o_proj, out)
-        mlp = block.mlp
-        normed = block.post_attention_layernorm(hidden)
-        gate, up = self._project(mlp.gate_proj, normed), self._project(mlp.up_proj, normed)
-        activated = self.swiglu(gate, up) if self.swiglu is not None else _mlx_lm_swiglu(gate, up)
-        return hidden + self._project(mlp.down_proj, activated)
-
-    def _project(self, module: nn.Module, x: mx.array) -> mx.array:
-        """module(x), through its replacement in `frozen_linears` where it has one."""
-        if not self.frozen_linears:
-            return module(x)
-        replacement = self.frozen_linears.get(id(module))
-        if replacement is not None:
-            return replacement(x)
-        from mlx_lm.tuner.lora import LoRALinear
-
-        if type(module) is LoRALinear and id(module.linear) in self.frozen_linears:
-            # LoRALinear.__call__ with its frozen product replaced; the adapter stays in MLX.
-            y = self.frozen_linears[id(module.linear)](x)
-            z = (module.dropout(x) @ module.lora_a) @ module.lora_b
-            return y + (module.scale * z).astype(x.dtype)
-        return module(x)
 
 
 def _mirrored_blocks() -> frozenset:
@@ -153,12 +90,6 @@ def mlx_rope_attention(attn: nn.Module, queries: mx.array, keys: mx.array, value
     return out.transpose(0, 2, 1, 3).reshape(batch, span, -1)
 
 
-def _mlx_lm_swiglu(gate: mx.array, up: mx.array) -> mx.array:
-    from mlx_lm.models.activations import swiglu
-
-    return swiglu(gate, up)
-
-
 def recognise(model: nn.Module) -> tuple[Optional[Anatomy], str]:
     """The model's anatomy, or None and the sentence saying why the fast path cannot split it."""
     model_type = getattr(model, "model_type", None) or getattr(getattr(model, "args", None), "model_type", None)
@@ -182,7 +113,7 @@ def recognise(model: nn.Module) -> tuple[Optional[Anatomy], str]:
         head_module = lm_head
     else:
         return None, "the model has neither an lm_head nor tied embeddings"
-    return Anatomy(embed=embed, blocks=list(blocks), norm=norm, head=head, head_weight=_dense_weight(head_module)), ""
+    return Anatomy(embed=embed, blocks=tuple(blocks), norm=norm, head=head, head_weight=_dense_weight(head_module)), ""
 
 
 def _dense_weight(module: nn.Module) -> Optional[mx.array]:

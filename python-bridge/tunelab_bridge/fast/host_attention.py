@@ -29,6 +29,7 @@ import mlx.nn as nn
 import numpy as np
 
 from .anatomy import head_dim
+from .host_buffers import to_host
 
 
 def supports(attn: nn.Module) -> bool:
@@ -84,10 +85,6 @@ def _rotate(x: np.ndarray, cos: np.ndarray, signed_sin: np.ndarray, inverse: boo
     else:
         y += swapped
     return y
-
-
-def _host(a: mx.array) -> np.ndarray:
-    return np.asarray(a.astype(mx.float32) if a.dtype != mx.float32 else a)
 
 
 def _device(a: np.ndarray, dtype: mx.Dtype) -> mx.array:
@@ -188,7 +185,7 @@ class HostAttention:
             mx.eval(q, k, v)
             # A diverging run carries infinities, which MLX propagates silently; so does this.
             with np.errstate(invalid="ignore", over="ignore"):
-                out, *saved = self.forward(_host(q), _host(k), _host(v), start)
+                out, *saved = self.forward(to_host(q), to_host(k), to_host(v), start)
             return (_device(out, q.dtype), *(mx.array(s) for s in saved))
 
         @attention.vjp
@@ -197,7 +194,7 @@ class HostAttention:
             d_out = cotangents[0]
             mx.eval(d_out)
             with np.errstate(invalid="ignore", over="ignore"):
-                d_q, d_k, d_v = self.backward(_host(d_out), *(np.asarray(s) for s in outputs[1:]), start)
+                d_q, d_k, d_v = self.backward(to_host(d_out), *(np.asarray(s) for s in outputs[1:]), start)
             return _device(d_q, q.dtype), _device(d_k, k.dtype), _device(d_v, v.dtype)
 
         return attention

@@ -21,6 +21,11 @@ def aligned_empty(count: int) -> np.ndarray:
     return buffer[start : start + count]
 
 
+def to_host(a: mx.array) -> np.ndarray:
+    """A float32 NumPy view (or copy, for other dtypes) of an evaluated MLX array."""
+    return np.asarray(a.astype(mx.float32) if a.dtype != mx.float32 else a)
+
+
 def float_pointer(a: Optional[np.ndarray]):
     return None if a is None else a.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
 

@@ -1,8 +1,8 @@
 """The native host kernels (csrc/host_kernels.cpp): built with g++ into the tunelab cache
 (native_build.py), checked on this CPU (kernels_check.py), loaded with ctypes.
 
-Setup builds and checks it (`python -m tunelab_bridge.fast.host_kernels --build`); a bridge that
-finds it missing builds it on first use, which takes a few seconds.
+Setup builds and checks it (`python -m tunelab_bridge.fast --build`); a bridge that finds it
+missing builds it on first use, which takes a few seconds.
 
 No CPU-specific flag is passed to the compiler: the library picks its AVX-512 or AVX2 path at
 run time and otherwise runs portable loops, so a cache shared between machines stays correct;
@@ -141,30 +141,3 @@ def capped_by_environment() -> Optional[str]:
     """PATH_ENV's value where it lowers the path ("avx2" or "portable"), else None."""
     value = os.environ.get(PATH_ENV, "")
     return value if value in ("avx2", "portable") else None
-
-
-def main(argv: list[str]) -> int:
-    """`--build`: build the library and check its paths on this CPU (set-up's step);
-    `--ready`: exit 0 when both are done already."""
-    from .kernels_check import checked_paths, is_checked
-
-    if argv == ["--ready"]:
-        return 0 if library_path().is_file() and is_checked(library_path()) else 1
-    if argv != ["--build"]:
-        print("usage: python -m tunelab_bridge.fast.host_kernels --build | --ready", file=sys.stderr)
-        return 2
-
-    try:
-        path = build()
-        results = checked_paths(path)
-    except (BuildError, RuntimeError) as error:
-        print(error, file=sys.stderr)
-        return 1
-    print(path)
-    for name, why in results.items():
-        print(f"  {name}: {'passed' if why is None else 'failed: ' + why}")
-    return 0 if any(why is None for why in results.values()) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -3,9 +3,9 @@
 MLX's CPU backend has no x86 SIMD path: its `exp` (and with it sigmoid, SiLU and softmax) runs
 one element at a time, ~15-18 ns each, so SwiGLU over a 64-token block (98k elements) costs
 ~2.2 ms, three times the block's gate projection. NumPy's vectorised exp does the same in a
-fraction of that. Each function is an `mx.custom_function` whose forward also returns the
-factors its gradient needs, so the backward pass is plain MLX multiplications (nothing is
-recomputed and nothing crosses to the host a second time).
+fraction of that. Each function is an `mx.custom_function` over host_math's arithmetic whose
+forward also returns the factors its gradient needs, so the backward pass is plain MLX
+multiplications (nothing is recomputed and nothing crosses to the host a second time).
 
 The forward evaluates its inputs mid-graph, so these run outside `mx.compile` traces.
 """
@@ -13,30 +13,16 @@ The forward evaluates its inputs mid-graph, so these run outside `mx.compile` tr
 from __future__ import annotations
 
 import mlx.core as mx
-import numpy as np
 
-
-def _host(a: mx.array) -> np.ndarray:
-    return np.asarray(a.astype(mx.float32) if a.dtype != mx.float32 else a)
+from . import host_math
+from .host_buffers import to_host
 
 
 @mx.custom_function
 def _swiglu(gate: mx.array, up: mx.array) -> tuple[mx.array, mx.array, mx.array]:
-    """silu(gate) * up, with d/dgate = up * s * (1 + gate * (1 - s)) and d/dup = silu(gate)."""
+    """silu(gate) * up, and its two partial derivatives (host_math.swiglu), kept for the vjp."""
     mx.eval(gate, up)
-    g, u = _host(gate), _host(up)
-    s = np.negative(g)
-    np.exp(s, out=s)
-    s += 1.0
-    np.reciprocal(s, out=s)  # sigmoid(g)
-    silu = g * s
-    # d silu / d g = s + g * s * (1 - s) = s * (1 + g * (1 - s)); times up for the gate's factor.
-    d_gate = 1.0 - s
-    d_gate *= g
-    d_gate += 1.0
-    d_gate *= s
-    d_gate *= u
-    out = silu * u
+    out, (d_gate, silu) = host_math.swiglu(to_host(gate), to_host(up))
     dtype = gate.dtype
     return mx.array(out).astype(dtype), mx.array(d_gate).astype(dtype), mx.array(silu).astype(dtype)
 

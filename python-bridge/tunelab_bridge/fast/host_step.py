@@ -21,7 +21,7 @@ have, is part of the projection's native product):
     out = h1 + proj_down(silu(proj_gate(n2)) * proj_up(n2))
 
 and the head: final norm at the loss positions, cross-entropy over the vocabulary (fused kernel),
-masked mean. `plan()` decides where this applies (fast/applicability.py); elsewhere the step
+masked mean. `plan()` decides where this applies (fast/plan.py); elsewhere the step
 stays on MLX's autodiff. The equivalence tests hold it to mlx-lm's own step.
 """
 
@@ -39,32 +39,11 @@ from .anatomy import Anatomy
 from .frozen_linear import BLOCK_PROJECTIONS, FrozenLinear, base_linear
 from .fused_head import FusedHead
 from .host_attention import HostAttention
+from .host_math import rms_norm, rms_norm_backward, swiglu, swiglu_backward
 
 
 # Adapter gradients keyed by (id() of the LoRALinear, "lora_a" or "lora_b").
 Grads = Dict[Tuple[int, str], np.ndarray]
-
-
-def _rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> Tuple[np.ndarray, np.ndarray]:
-    """(weight * x / sqrt(mean(x^2) + eps), the per-row 1/sqrt(...)) for rows x (M, D)."""
-    inv = np.einsum("md,md->m", x, x)
-    inv /= np.float32(x.shape[-1])
-    inv += np.float32(eps)
-    np.sqrt(inv, out=inv)
-    np.reciprocal(inv, out=inv)
-    y = x * inv[:, None]
-    y *= weight
-    return y, inv
-
-
-def _rms_norm_backward(x: np.ndarray, inv: np.ndarray, weight: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    """d/dx of the norm above: with g = weight * dy, dx = inv * g - x * inv^3 * mean(g * x)."""
-    g = dy * weight
-    mean = np.einsum("md,md->m", g, x)
-    mean *= inv**3 / np.float32(x.shape[-1])
-    g *= inv[:, None]
-    g -= x * mean[:, None]
-    return g
 
 
 class _Projection:
@@ -172,7 +151,7 @@ class HostStep:
             saved.append(state)
         rows_at = np.asarray(positions)
         rows = h.reshape(-1, dim)[rows_at]
-        normed, inv = _rms_norm(rows, self.final_norm, self.final_eps)
+        normed, inv = rms_norm(rows, self.final_norm, self.final_eps)
         ce, d_ce_d_normed = self.head.compute(normed, np.asarray(targets), with_gradient)
         w = np.asarray(weights).astype(np.float32)
         count = np.float32(np.asarray(ntoks))
@@ -181,7 +160,7 @@ class HostStep:
             return loss, None
         d_normed = d_ce_d_normed * (w / count)[:, None]
         d_h = np.zeros((h.shape[0] * h.shape[1], dim), dtype=np.float32)
-        d_h[rows_at] = _rms_norm_backward(rows, inv, self.final_norm, d_normed)
+        d_h[rows_at] = rms_norm_backward(rows, inv, self.final_norm, d_normed)
         d_h = d_h.reshape(h.shape)
         grads: Grads = {}
         for i in range(last, -1, -1):
@@ -192,7 +171,7 @@ class HostStep:
         batch, length, dim = h.shape
         span = length - start
         flat = h.reshape(-1, dim)
-        n1, inv1 = _rms_norm(flat, block.input_norm, block.input_eps)
+        n1, inv1 = rms_norm(flat, block.input_norm, block.input_eps)
         n1_tail = n1.reshape(batch, length, dim)[:, start:].reshape(-1, dim) if start else n1
         q, q_a = block.q.forward(n1_tail)
         k, k_a = block.k.forward(n1)
@@ -201,14 +180,10 @@ class HostStep:
         attended = attended.reshape(batch * span, -1)
         o, o_a = block.o.forward(attended)
         h1 = h[:, start:].reshape(-1, dim) + o if start else flat + o
-        n2, inv2 = _rms_norm(h1, block.post_norm, block.post_eps)
+        n2, inv2 = rms_norm(h1, block.post_norm, block.post_eps)
         gate, gate_a = block.gate.forward(n2)
         up, up_a = block.up.forward(n2)
-        sig = np.exp(-gate)
-        sig += 1.0
-        np.reciprocal(sig, out=sig)
-        silu = gate * sig
-        activated = silu * up
+        activated, partials = swiglu(gate, up)
         down, down_a = block.down.forward(activated)
         out = (h1 + down).reshape(batch, span, dim)
         if not keep:
@@ -216,7 +191,7 @@ class HostStep:
         state = dict(
             start=start, flat=flat, inv1=inv1, n1=n1, n1_tail=n1_tail, q_a=q_a, k_a=k_a, v_a=v_a,
             attention=attention_saved, attended=attended, o_a=o_a, h1=h1, n2=n2, inv2=inv2,
-            gate=gate, gate_a=gate_a, up=up, up_a=up_a, sig=sig, silu=silu, activated=activated, down_a=down_a,
+            gate_a=gate_a, up_a=up_a, partials=partials, activated=activated, down_a=down_a,
         )
         return out, state
 
@@ -226,17 +201,10 @@ class HostStep:
         length = span + start
         d_h1 = d_out.reshape(-1, dim)
         d_activated = block.down.backward(s["activated"], s["down_a"], d_h1, grads)
-        # silu(g) * u: d/du = silu(g); d/dg = u * sig * (1 + g * (1 - sig)).
-        d_up = d_activated * s["silu"]
-        d_gate = 1.0 - s["sig"]
-        d_gate *= s["gate"]
-        d_gate += 1.0
-        d_gate *= s["sig"]
-        d_gate *= s["up"]
-        d_gate *= d_activated
+        d_gate, d_up = swiglu_backward(s["partials"], d_activated)
         d_n2 = block.gate.backward(s["n2"], s["gate_a"], d_gate, grads)
         d_n2 += block.up.backward(s["n2"], s["up_a"], d_up, grads)
-        d_h1 = d_h1 + _rms_norm_backward(s["h1"], s["inv2"], block.post_norm, d_n2)
+        d_h1 = d_h1 + rms_norm_backward(s["h1"], s["inv2"], block.post_norm, d_n2)
         d_attended = block.o.backward(s["attended"], s["o_a"], d_h1, grads)
         d_q, d_k, d_v = block.attention.backward(d_attended.reshape(batch, span, -1), *s["attention"], start)
         d_q, d_k, d_v = d_q.reshape(batch * span, -1), d_k.reshape(batch * length, -1), d_v.reshape(batch * length, -1)
@@ -250,7 +218,7 @@ class HostStep:
         d_n1 += d_v_in
         d_n1 = d_n1.reshape(batch, length, dim)
         d_n1[:, start:] += d_n1_tail.reshape(batch, span, dim)
-        d_h = _rms_norm_backward(s["flat"], s["inv1"], block.input_norm, d_n1.reshape(-1, dim)).reshape(batch, length, dim)
+        d_h = rms_norm_backward(s["flat"], s["inv1"], block.input_norm, d_n1.reshape(-1, dim)).reshape(batch, length, dim)
         d_h[:, start:] += d_h1.reshape(batch, span, dim)
         return d_h
 

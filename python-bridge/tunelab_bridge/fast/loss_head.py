@@ -6,7 +6,8 @@ step when the answer is a few tokens of a longer prompt; the norm is per positio
 the rows first and normalising after gives the same values as mlx-lm's `default_loss`.
 The cross-entropy keeps its softmax from the forward pass for the backward pass: autodiff of
 `logsumexp` would exponentiate every logit a second time, and on MLX's CPU backend `exp` over
-positions x vocabulary is a large share of a step (so the softmax itself runs in NumPy).
+positions x vocabulary is a large share of a step (so on the CPU the softmax runs in NumPy; on a
+GPU, MLX's own cross-entropy).
 Where the fused head applies (fused_head.py), the logits are never formed: the normed rows go
 straight to a native kernel that computes the cross-entropy and its gradient together.
 """
@@ -18,8 +19,10 @@ from typing import Callable
 import mlx.core as mx
 import numpy as np
 
+from . import host_math
 from .anatomy import Anatomy
 from .fused_head import FusedHead
+from .host_buffers import to_host
 
 HeadLoss = Callable[[mx.array, mx.array, mx.array, mx.array], mx.array]
 
@@ -28,22 +31,14 @@ HeadLoss = Callable[[mx.array, mx.array, mx.array, mx.array], mx.array]
 def _cross_entropy(logits: mx.array, targets: mx.array) -> tuple[mx.array, mx.array]:
     """Per-row cross-entropy (float32), and `softmax - onehot(targets)` (kept for the gradient).
 
-    The softmax runs on the host in NumPy: MLX's CPU `exp` is scalar (~15 ns per element, about
+    The softmax runs on the host (host_math): MLX's CPU `exp` is scalar (~15 ns per element, about
     20 ms for 32 positions x 49152 logits), NumPy's is vectorised (~1 ms). This evaluates the
-    logits mid-graph, so it must stay outside `mx.compile` (it is allowed under value_and_grad).
+    logits mid-graph, so it must stay outside `mx.compile` (it is allowed under value_and_grad),
+    and it is only for the CPU: on a GPU it would copy the logits to the host every step.
     """
     mx.eval(logits, targets)
-    x = np.array(logits.astype(mx.float32) if logits.dtype != mx.float32 else logits, dtype=np.float32)
-    t = np.array(targets).astype(np.int64)
-    x -= x.max(axis=-1, keepdims=True)
-    rows = np.arange(x.shape[0])
-    picked = x[rows, t]
-    np.exp(x, out=x)
-    total = x.sum(axis=-1, keepdims=True)
-    ce = np.log(total[:, 0]) - picked
-    x /= total
-    x[rows, t] -= 1.0
-    return mx.array(ce.astype(np.float32)), mx.array(x).astype(logits.dtype)
+    ce, d_logits = host_math.softmax_cross_entropy(to_host(logits), np.asarray(targets))
+    return mx.array(ce), mx.array(d_logits).astype(logits.dtype)
 
 
 @_cross_entropy.vjp
@@ -59,9 +54,16 @@ def _masked_mean(ce: mx.array, weights: mx.array, ntoks: mx.array) -> mx.array:
 
 
 def masked_cross_entropy(logits: mx.array, targets: mx.array, weights: mx.array, ntoks: mx.array) -> mx.array:
-    """Mean cross-entropy of `logits` (N, V) over the rows whose weight is 1."""
+    """Mean cross-entropy of `logits` (N, V) over the rows whose weight is 1 (softmax on the host)."""
     ce, _ = _cross_entropy(logits, targets)
     return _masked_mean(ce, weights, ntoks)
+
+
+def device_masked_cross_entropy(logits: mx.array, targets: mx.array, weights: mx.array, ntoks: mx.array) -> mx.array:
+    """The same with MLX's own cross-entropy, as mlx-lm's default_loss computes it (GPUs)."""
+    import mlx.nn as nn
+
+    return _masked_mean(nn.losses.cross_entropy(logits, targets), weights, ntoks)
 
 
 def fused_masked_cross_entropy(head: FusedHead, with_gradient: bool = True) -> HeadLoss:
@@ -85,15 +87,3 @@ def normed_rows_at_positions(anatomy: Anatomy, hidden: mx.array, positions: mx.a
 def logits_at_positions(anatomy: Anatomy, hidden: mx.array, positions: mx.array) -> mx.array:
     """Final norm and vocabulary logits at the flat `positions` of `hidden` (B, L, D)."""
     return anatomy.head(normed_rows_at_positions(anatomy, hidden, positions))
-
-
-def loss_at_positions(
-    anatomy: Anatomy,
-    hidden: mx.array,
-    positions: mx.array,
-    targets: mx.array,
-    weights: mx.array,
-    ntoks: mx.array,
-) -> mx.array:
-    """Mean cross-entropy over the counted positions; `hidden` is the last block's output (B, L, D)."""
-    return masked_cross_entropy(logits_at_positions(anatomy, hidden, positions), targets, weights, ntoks)

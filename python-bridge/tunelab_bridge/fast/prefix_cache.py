@@ -16,7 +16,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 import mlx.core as mx
 import numpy as np
 
-from .anatomy import Anatomy
+from .blocks import BlockRunner
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -45,8 +45,8 @@ def sequence_key(tokens: Sequence[int] | np.ndarray) -> bytes:
 
 
 class PrefixCache:
-    def __init__(self, anatomy: Anatomy, stop_block: int, budget_bytes: int):
-        self.anatomy = anatomy
+    def __init__(self, runner: BlockRunner, stop_block: int, budget_bytes: int):
+        self.runner = runner
         self.stop_block = stop_block
         self.budget_bytes = budget_bytes
         self.stats = PrefixCacheStats()
@@ -61,7 +61,7 @@ class PrefixCache:
         grid = np.zeros((len(rows), width), dtype=np.int32)
         for i, r in enumerate(rows):
             grid[i, : len(r)] = r
-        h = self.anatomy.run_blocks(self.anatomy.embed_tokens(mx.array(grid)), 0, self.stop_block)
+        h = self.runner.run_blocks(self.runner.anatomy.embed_tokens(mx.array(grid)), 0, self.stop_block)
         h = mx.stop_gradient(h)
         # `+ 0` gives each row its own buffer, so the padded batch buffer is freed after eval.
         out = [h[i, : len(r)] + 0 for i, r in enumerate(rows)]

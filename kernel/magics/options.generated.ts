@@ -1,0 +1,93 @@
+// Written by `npm run generate` from python-bridge/tunelab_bridge/options.py; edit that file, not this one.
+
+import type { GenerateParams, TuneParams } from "../bridge/params.generated.js";
+import { flag, type ArgsOf } from "./schema.js";
+
+/** How a magic turns the flags whose values need the notebook into wire fields. */
+export interface WireResolvers<Data = never> {
+  /** A path is resolved against the notebook; anything else is a name for the bridge. */
+  model(value: string | undefined): string | null;
+  data(value: string | undefined): Data;
+}
+
+/** %tune's flags: TuneOptions in python-bridge/tunelab_bridge/options.py. */
+export const TUNE_FLAGS = {
+  model: flag.string({ help: "model directory or name (default: the embedded SmolLM2-135M-Instruct)", metavar: "PATH" }),
+  data: flag.string({ help: "training examples: a .jsonl file (a sibling NAME-valid.jsonl adds validation loss) or a directory with train.jsonl [+ valid.jsonl]", metavar: "FILE" }),
+  name: flag.string({ help: "run name (runs/NAME); default: timestamped", metavar: "NAME" }),
+  iters: flag.int({ help: "training steps", default: 200, min: 1 }),
+  batchSize: flag.int({ help: "examples per step", default: 1, min: 1 }),
+  lr: flag.number({ help: "Adam learning rate", default: 5e-05, min: 0, exclusiveMin: true, metavar: "RATE" }),
+  rank: flag.int({ help: "LoRA rank", default: 8, min: 1, max: 1024 }),
+  scale: flag.number({ help: "LoRA scale (plays the role of PEFT's alpha/r)", default: 20.0, min: 0, exclusiveMin: true }),
+  dropout: flag.number({ help: "LoRA dropout", default: 0.0, min: 0, max: 0.99 }),
+  layers: flag.int({ help: "adapt the last N transformer blocks", default: 4, min: 1 }),
+  keys: flag.list("string", { help: "layers inside a block to adapt (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj or paths such as self_attn.q_proj)", default: ["q_proj", "v_proj"] }),
+  gradClip: flag.number({ help: "clip the gradient norm to this value (0 turns clipping off)", default: 1.0, min: 0 }),
+  maxSeqLength: flag.int({ help: "truncate examples to this many tokens", default: 2048, min: 8 }),
+  seed: flag.int({ help: "random seed (LoRA initialisation, batch order)", default: 0, min: 0 }),
+  saveEvery: flag.int({ help: "checkpoint every N steps (0: only at the end)", default: 100, min: 0 }),
+  resume: flag.boolean({ help: "continue the run --name from its last checkpoint" }),
+  repeat: flag.int({ help: "repeat the training examples N times (small datasets)", default: 1, min: 1 }),
+  eval: flag.repeated({ help: "a prompt answered before and after training, shown side by side (repeatable)", metavar: "PROMPT" }),
+  evalMaxTokens: flag.int({ help: "tokens generated for each --eval answer", default: 40, min: 1 }),
+  noPrefixCache: flag.boolean({ help: "turn off the frozen-prefix cache (train exactly like mlx-lm)" }),
+  prefixCacheMb: flag.int({ help: "memory budget of the frozen-prefix cache in MB; examples that do not fit are computed at every step (default 1024)", min: 0, metavar: "MB" }),
+};
+
+/** What %tune's flags put on the wire: every field they set, defaults applied. */
+export type TuneFlagParams = Required<Omit<TuneParams, "mask_prompt" | "steps_per_report" | "steps_per_eval">>;
+
+/** The wire fields %tune's flags set (mask_prompt, steps_per_report, steps_per_eval: the magic's own business). */
+export function tuneParams(args: ArgsOf<typeof TUNE_FLAGS>, resolve: WireResolvers<TuneParams["data"]>): TuneFlagParams {
+  return {
+    model: resolve.model(args.model),
+    data: resolve.data(args.data),
+    name: args.name ?? null,
+    iters: args.iters,
+    batch_size: args.batchSize,
+    lr: args.lr,
+    rank: args.rank,
+    scale: args.scale,
+    dropout: args.dropout,
+    layers: args.layers,
+    keys: [...args.keys],
+    grad_clip: args.gradClip,
+    max_seq_length: args.maxSeqLength,
+    seed: args.seed,
+    save_every: args.saveEvery,
+    resume: args.resume,
+    repeat: args.repeat,
+    eval_prompts: [...args.eval],
+    eval_max_tokens: args.evalMaxTokens,
+    prefix_cache: !args.noPrefixCache,
+    prefix_cache_mb: args.prefixCacheMb ?? null,
+  };
+}
+
+/** %generate's flags: GenerateOptions in python-bridge/tunelab_bridge/options.py. */
+export const GENERATE_FLAGS = {
+  adapter: flag.string({ help: "adapter to use: a run name, or none for the base model (default: keep the active one)", metavar: "NAME" }),
+  maxTokens: flag.int({ help: "most tokens to generate", default: 200, min: 1 }),
+  temp: flag.number({ help: "sampling temperature (0: greedy)", default: 0.0, min: 0 }),
+  topP: flag.number({ help: "nucleus sampling probability mass", default: 1.0, min: 0, max: 1, exclusiveMin: true }),
+  seed: flag.int({ help: "random seed for sampling (default 0)", min: 0 }),
+  system: flag.string({ help: "system prompt (default: the model's own)", metavar: "TEXT" }),
+  model: flag.string({ help: "model directory or name (default: the loaded one, else the embedded SmolLM2)", metavar: "PATH" }),
+};
+
+/** What %generate's flags put on the wire: every field they set, defaults applied. */
+export type GenerateFlagParams = Required<Omit<GenerateParams, "prompt">>;
+
+/** The wire fields %generate's flags set (prompt: the magic's own business). */
+export function generateParams(args: ArgsOf<typeof GENERATE_FLAGS>, resolve: Pick<WireResolvers, "model">): GenerateFlagParams {
+  return {
+    adapter: args.adapter ?? null,
+    max_tokens: args.maxTokens,
+    temp: args.temp,
+    top_p: args.topP,
+    seed: args.seed ?? null,
+    system: args.system ?? null,
+    model: resolve.model(args.model),
+  };
+}
