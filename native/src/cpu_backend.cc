@@ -24,7 +24,7 @@ namespace {
 // Packed once at compile time where the CPU allows it (PackedStack), else one cblas_sgemm per layer.
 class CpuGraph final : public Graph {
  public:
-  explicit CpuGraph(const GraphSpec& spec) : channels_(spec.channels), spatial_(spec.spatial) {
+  explicit CpuGraph(const GraphSpec& spec) : Graph(spec.outputElements()), channels_(spec.channels), spatial_(spec.spatial) {
     if (PackedStack::supports(channels_, spatial_) && !getenv("TUNELAB_CPU_BLAS_ONLY")) {
       packed_ = std::make_unique<PackedStack>(channels_, spatial_, spec.weights);
       return;
