@@ -32,8 +32,11 @@ export interface NativeAddon {
   compile(backend: BackendName, graph: GraphDescription): Promise<GraphHandle>;
   evaluate(graph: GraphHandle, input: Float32Array, output: Float32Array): Promise<void>;
   /**
-   * Milliseconds of each timed evaluation, after `warmup` untimed ones. Setting `stop[0]` to a
-   * non-zero value from JavaScript ends the loop at the next evaluation (fewer times come back).
+   * Milliseconds of each timed evaluation, after `warmup` untimed ones. On the cpu backend an
+   * evaluation is the whole computation; on the ane backend the input is written once and each
+   * time is the framework's evaluate call alone (no copies in or out), as maderix/ANE times it.
+   * Setting `stop[0]` to a non-zero value from JavaScript ends the loop at the next evaluation
+   * (fewer times come back).
    */
   time(graph: GraphHandle, input: Float32Array, warmup: number, iters: number, stop?: Int32Array): Promise<Float64Array>;
   release(graph: GraphHandle): void;

@@ -1,4 +1,4 @@
-import type { BackendName, NativeAddon } from "./addon.js";
+import type { BackendName, GraphHandle, NativeAddon } from "./addon.js";
 import { gflopPerEval, weightBytes, type StackConfig } from "./configs.js";
 import { roundToFloat16 } from "./fp16.js";
 import { Random } from "./random.js";
@@ -12,10 +12,17 @@ export interface BenchJobParams {
   warmup: number;
   iters: number;
   seed: number;
+  /** Weight files per ANE program (1 to 16), the layers split over them in order. */
+  weightFiles?: number;
+  /** Index of configs[0] in the whole request (a fresh worker continuing after a crash): seeds follow it. */
+  firstIndex?: number;
 }
 
 export interface BenchRow {
   backend: string;
+  /** "failed": this config did not compile, run or match the reference; `error` says why and the timings are NaN. */
+  status: "ok" | "failed";
+  error?: string;
   channels: number;
   spatial: number;
   depth: number;
@@ -52,7 +59,6 @@ export interface JobContext {
 /** How far each backend may be from the float64 reference before its timings mean nothing. */
 export const TOLERANCE: Record<BackendName, number> = { cpu: 1e-4, ane: 2e-2 };
 
-export class WrongResultError extends Error {}
 export class CancelledError extends Error {}
 
 /** A conv stack with weights ~ U(-a, a), variance 1/C, so that activations keep their scale through D layers. */
@@ -85,42 +91,89 @@ export async function checkStack(addon: NativeAddon, backend: BackendName, stack
   return relativeError(output, stack.spatial, referenceColumns(seen, seenInput, columns), columns);
 }
 
+/** A row for a config that did not give a timing: the benchmark goes on with the next one. */
+export function failedRow(backend: string, config: StackConfig, error: string, measured: Partial<BenchRow> = {}): BenchRow {
+  return {
+    backend,
+    status: "failed",
+    error,
+    ...config,
+    weightMB: weightBytes(config, backend === "ane" ? 2 : 4) / 2 ** 20,
+    gflop: gflopPerEval(config),
+    msMedian: NaN,
+    msP10: NaN,
+    msP90: NaN,
+    tflops: NaN,
+    relError: NaN,
+    compileMs: NaN,
+    ...measured,
+  };
+}
+
+/** The first sentence of an error, for a table cell. */
+function reason(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).split("\n")[0]!;
+}
+
+/**
+ * Compiles, checks and times each config in turn. A config that fails (the compiler rejects its
+ * shape, an evaluation fails, or its output is not the reference's) becomes a failed row and the
+ * next config runs: chips differ in which shapes they accept (M3 Pro compiled only 512 channels in
+ * maderix/ANE's community results), and one refusal must not hide the others' numbers.
+ */
 export async function runBenchJob(addon: NativeAddon, params: BenchJobParams, ctx: JobContext): Promise<BenchJobResult> {
   const { backend } = params;
   const rows: BenchRow[] = [];
-  for (const [index, config] of params.configs.entries()) {
+  const first = params.firstIndex ?? 0;
+  const total = first + params.configs.length;
+  const push = (row: BenchRow, index: number) => {
+    rows.push(row);
+    ctx.emit("row", { row, index, total });
+  };
+  for (const [i, config] of params.configs.entries()) {
     if (ctx.cancelled()) throw new CancelledError("cancelled");
+    const index = first + i;
     const seed = params.seed + index * 7919;
     const stack = randomStack(config, seed);
     const input = randomInput(config.channels * config.spatial, seed);
     const compileStart = performance.now();
-    const graph = await addon.compile(backend, describeFor(backend, stack));
+    let graph: GraphHandle;
+    try {
+      graph = await addon.compile(backend, describeFor(backend, stack, params.weightFiles ?? 1));
+    } catch (error) {
+      push(failedRow(backend, config, `compile failed: ${reason(error)}`, { compileMs: performance.now() - compileStart }), index);
+      continue;
+    }
     const compileMs = performance.now() - compileStart;
     try {
       const relError = await checkStack(addon, backend, stack, graph, input, seed);
       if (!(relError <= TOLERANCE[backend])) {
-        throw new WrongResultError(
-          `The ${backend} backend's output for ${describeConfig(config)} differs from the float64 reference by ${relError.toExponential(2)} (limit ${TOLERANCE[backend]}), so its timings would mean nothing; rebuild the addon with \`npm run setup\` and report the shape.`,
-        );
+        push(failedRow(backend, config, `wrong result: differs from the float64 reference by ${relError.toExponential(2)} (limit ${TOLERANCE[backend]}), so it was not timed`, { relError, compileMs }), index);
+        continue;
       }
       const times = await addon.time(graph, input, params.warmup, params.iters, ctx.stop);
       if (ctx.cancelled()) throw new CancelledError("cancelled");
       const timing = summarize(times);
       const gflop = gflopPerEval(config);
-      const row: BenchRow = {
-        backend,
-        ...config,
-        weightMB: weightBytes(config, backend === "ane" ? 2 : 4) / 2 ** 20,
-        gflop,
-        msMedian: timing.median,
-        msP10: timing.p10,
-        msP90: timing.p90,
-        tflops: gflop / timing.median,
-        relError,
-        compileMs,
-      };
-      rows.push(row);
-      ctx.emit("row", { row, index, total: params.configs.length });
+      push(
+        {
+          backend,
+          status: "ok",
+          ...config,
+          weightMB: weightBytes(config, backend === "ane" ? 2 : 4) / 2 ** 20,
+          gflop,
+          msMedian: timing.median,
+          msP10: timing.p10,
+          msP90: timing.p90,
+          tflops: gflop / timing.median,
+          relError,
+          compileMs,
+        },
+        index,
+      );
+    } catch (error) {
+      if (error instanceof CancelledError) throw error;
+      push(failedRow(backend, config, `evaluation failed: ${reason(error)}`, { compileMs }), index);
     } finally {
       addon.release(graph);
     }
@@ -141,8 +194,9 @@ async function measurePeak(addon: NativeAddon, backend: BackendName, rows: Bench
     // GFLOP per millisecond is TFLOPS.
     return { tflops: (2 * n ** 3) / 1e9 / timing.median, how: `sgemm ${n}² (${addon.blas().split(" ")[0]})` };
   }
-  const best = Math.max(...rows.map((r) => r.tflops));
-  return { tflops: best, how: "best stack measured in this run" };
+  const measured = rows.filter((r) => r.status === "ok");
+  if (measured.length === 0) return { tflops: NaN, how: "no stack ran in this run" };
+  return { tflops: Math.max(...measured.map((r) => r.tflops)), how: "best stack measured in this run" };
 }
 
 export function describeConfig(c: StackConfig): string {

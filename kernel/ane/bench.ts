@@ -1,7 +1,7 @@
 import { InterruptedError, UserFacingError } from "../errors.js";
-import { RemoteError } from "../rpc/client.js";
+import { ChildGoneError, RemoteError } from "../rpc/client.js";
 import type { BackendName } from "./addon.js";
-import type { BackendPeak, BenchJobResult, BenchRow } from "./bench-job.js";
+import { failedRow, type BackendPeak, type BenchJobResult, type BenchRow } from "./bench-job.js";
 import type { AneWorker } from "./client.js";
 import type { StackConfig } from "./configs.js";
 
@@ -16,11 +16,13 @@ export interface BenchRequest {
   iters: number;
   seed: number;
   compileBudget: number;
+  /** Weight files per ANE program (default 1). */
+  weightFiles?: number;
 }
 
 /** Runs the same conv stacks elsewhere (the MLX bridge); answers `unavailable` with a reason when it cannot. */
 export type ExternalBench = (
-  request: Omit<BenchRequest, "backend" | "compileBudget">,
+  request: Omit<BenchRequest, "backend" | "compileBudget" | "weightFiles">,
   onRow: (row: BenchRow) => void,
   signal: AbortSignal | undefined,
 ) => Promise<{ rows: BenchRow[]; peak: BackendPeak } | { unavailable: string }>;
@@ -47,6 +49,14 @@ interface WorkerStatus {
 
 export async function workerStatus(worker: AneWorker): Promise<WorkerStatus> {
   return (await worker.call("status")) as unknown as WorkerStatus;
+}
+
+/** Rows cross the worker's channel as JSON, where NaN becomes null: a failed row's timings are NaN again here. */
+function revived(row: BenchRow): BenchRow {
+  const numbers = ["weightMB", "gflop", "msMedian", "msP10", "msP90", "tflops", "relError", "compileMs"] as const;
+  const copy = { ...row };
+  for (const key of numbers) if (copy[key] === null) copy[key] = NaN;
+  return copy;
 }
 
 /** Which backends a request means on this machine: "best" is the ANE where it exists, else the cpu. */
@@ -87,20 +97,32 @@ export async function runBench(worker: AneWorker, request: BenchRequest, hooks: 
       await worker.restart();
       status = await workerStatus(worker);
     }
-    try {
-      const result = (await worker.call("bench", { backend, ...job }, {
-        signal: hooks.signal,
-        onEvent: (event, data) => {
-          if (event === "row") onRow(data.row as BenchRow);
-        },
-      })) as unknown as BenchJobResult;
-      outcome.peaks[backend] = result.peak;
-      outcome.blas = result.blas;
-    } catch (error) {
-      if (error instanceof RemoteError && error.code === "cancelled") {
-        throw new InterruptedError("Interrupted; the rows measured so far are in the table above.");
+    let next = 0;
+    while (next < request.configs.length) {
+      try {
+        const params = { backend, ...job, configs: request.configs.slice(next), firstIndex: next, weightFiles: request.weightFiles ?? 1 };
+        const result = (await worker.call("bench", params, {
+          signal: hooks.signal,
+          onEvent: (event, data) => {
+            if (event !== "row") return;
+            onRow(revived(data.row as BenchRow));
+            next = Number(data.index) + 1;
+          },
+        })) as unknown as BenchJobResult;
+        outcome.peaks[backend] = { ...result.peak, tflops: result.peak.tflops ?? NaN };
+        outcome.blas = result.blas;
+        break;
+      } catch (error) {
+        if (error instanceof RemoteError && error.code === "cancelled") {
+          throw new InterruptedError("Interrupted; the rows measured so far are in the table above.");
+        }
+        if (!(error instanceof ChildGoneError)) throw error;
+        // A crash inside the framework takes the worker with it: that config failed, and a fresh
+        // worker (started by the next call) goes on with the rest.
+        const why = /\(([^)]*)\)/.exec(error.message)?.[1] ?? error.message;
+        onRow(failedRow(backend, request.configs[next]!, `the worker crashed on this config (${why}); a fresh worker ran the rest`));
+        next += 1;
       }
-      throw error;
     }
     status = await workerStatus(worker);
   }

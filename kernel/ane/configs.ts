@@ -15,7 +15,11 @@ export const SEED_CONFIGS: readonly StackConfig[] = [
   ...[64, 128].map((depth) => ({ channels: 384, spatial: 64, depth })),
 ];
 
-/** Published M4 Max figures for C=512, S=64 (ms per eval, TFLOPS), keyed by depth. */
+/**
+ * M4 Max figures for C=512, S=64 (ms per eval, TFLOPS), keyed by depth. They come from the
+ * reproduction write-up in this project's brief, not from maderix/ANE's repository, whose only M4 Max
+ * peak is 10.93 TFLOPS (benchmarks/community_results.json); tables and charts label them so.
+ */
 export const M4_MAX_REFERENCE: Readonly<Record<number, { ms: number; tflops: number }>> = {
   32: { ms: 0.155, tflops: 6.92 },
   48: { ms: 0.208, tflops: 7.73 },
@@ -33,7 +37,28 @@ export function weightBytes(c: StackConfig, bytesPerWeight: number): number {
   return c.channels * c.channels * c.depth * bytesPerWeight;
 }
 
+export const M4_MAX_REFERENCE_SOURCE = "the reproduction write-up in the project brief, not maderix/ANE's repository";
+
 export const LIMITS = { maxChannels: 8192, maxSpatial: 16384, maxDepth: 4096 } as const;
+
+/**
+ * Other clients of the ANE framework report status 0x1d or garbage unless every row of a tensor is a
+ * multiple of 64 bytes; the programs here take fp32 [1, C, 1, S], so S must be a multiple of 16.
+ */
+export const ANE_SPATIAL_MULTIPLE = 16;
+
+/** Refuses, before anything runs, a spatial size the ANE cannot take. */
+export function validateForAne(configs: readonly StackConfig[]): void {
+  for (const { spatial } of configs) {
+    if (spatial % ANE_SPATIAL_MULTIPLE === 0) continue;
+    const below = Math.floor(spatial / ANE_SPATIAL_MULTIPLE) * ANE_SPATIAL_MULTIPLE;
+    const above = below + ANE_SPATIAL_MULTIPLE;
+    const suggestion = below > 0 ? `--spatial ${below} or ${above}` : `--spatial ${above}`;
+    throw new UsageError(
+      `--spatial must be a multiple of ${ANE_SPATIAL_MULTIPLE} for the ANE (each row of its [1, C, 1, S] fp32 tensor must be a multiple of 64 bytes), got ${spatial}; use ${suggestion}, or --backend cpu.`,
+    );
+  }
+}
 
 /**
  * How many bytes a benchmark may ask for: its fp32 weights exist twice while compiling (the

@@ -33,6 +33,7 @@ export interface MlxBenchRow extends BenchRow {
 export function fromBridgeRow(row: BridgeBenchRow): MlxBenchRow {
   return {
     backend: "mlx",
+    status: "ok",
     channels: row.channels,
     spatial: row.spatial,
     depth: row.depth,

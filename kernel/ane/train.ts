@@ -23,13 +23,19 @@ export interface TrainSummary {
   firstLoss: number;
   finalLoss: number;
   restarts: number;
-  /** Steps at which a fresh worker took over. */
+  /** Steps at which a fresh worker took over (at the compile budget or after a failed compile). */
   restartSteps: number[];
+  /** Compiles that failed, each survived by a fresh worker resuming from the checkpoint at `step`. */
+  compileFailures: Array<{ step: number; message: string }>;
   compiles: number;
   compileMs: number;
+  /** The part of compileMs that ran while a stale batch trained, so nobody waited for it. */
+  hiddenCompileMs: number;
   trainMs: number;
   wallMs: number;
-  /** Backend GFLOP/s over the four kernels (2·H·D·S flops each per step). */
+  batches: number;
+  staleBatches: number;
+  /** Backend GFLOP/s over the four kernels (2·H·D·S flops each per step), per second of training time. */
   gflops: number;
   checkpoint: string;
   losses: TrainPoint[];
@@ -37,20 +43,24 @@ export interface TrainSummary {
 
 export interface TrainHooks {
   onProgress?(point: TrainPoint & { steps: number }): void;
-  onRestart?(step: number): void;
+  /** A fresh worker resumes at `step`; progress reported for later steps is recomputed. */
+  onRestart?(step: number, why: "budget" | "compile failed"): void;
   signal?: AbortSignal;
 }
 
 /**
- * Drives a training run across as many workers as the compile budget needs: when a worker reaches
- * its budget it checkpoints, this replaces it, and the fresh one resumes from the checkpoint.
+ * Drives a training run across as many workers as it needs: a worker that reaches its compile
+ * budget, or whose compiler fails, stops at its checkpoint, this replaces it, and the fresh one
+ * resumes. A compile that fails again at the same step ends the run with the reason.
  */
 export async function trainWithRestarts(worker: AneWorker, options: TrainOptions, hooks: TrainHooks = {}): Promise<TrainSummary> {
   const checkpoint = join(options.runDir, "checkpoint.json");
-  const losses: TrainPoint[] = [];
+  let losses: TrainPoint[] = [];
   const restartSteps: number[] = [];
+  const compileFailures: TrainSummary["compileFailures"] = [];
   const started = performance.now();
   let resume = options.resume ?? false;
+  let startStep = resume ? (readCheckpoint(checkpoint)?.step ?? 0) : 0;
   let result: TrainJobResult;
   for (;;) {
     const params: TrainJobParams = {
@@ -60,7 +70,6 @@ export async function trainWithRestarts(worker: AneWorker, options: TrainOptions
       lr: options.lr,
       backend: options.backend,
       compileBudget: options.compileBudget,
-      seed: options.seed,
       resume,
     };
     try {
@@ -82,14 +91,26 @@ export async function trainWithRestarts(worker: AneWorker, options: TrainOptions
       }
       throw error;
     }
-    if (result.status !== "budget") break;
-    if (result.workerCompiles === 0) {
-      throw new UserFacingError(`--compile-budget ${options.compileBudget} is smaller than one weight update's 4 compiles; use 4 or more.`);
+    if (result.status === "compile_failed") {
+      const message = result.error ?? "no reason given";
+      if (compileFailures.some((f) => f.step === result.step)) {
+        throw new UserFacingError(
+          `Compiling the training kernels failed twice from the checkpoint at step ${result.step} (${message}); it is kept in ${checkpoint}: continue with --resume once the cause is gone.`,
+          "CompileFailed",
+        );
+      }
+      compileFailures.push({ step: result.step, message });
+      losses = losses.filter((p) => p.step <= result.step);
+      await restart(worker, result.step, "compile failed");
+      continue;
     }
-    await worker.restart();
-    restartSteps.push(result.step);
-    hooks.onRestart?.(result.step);
-    resume = true;
+    if (result.status !== "budget") break;
+    if (result.step === startStep) {
+      throw new UserFacingError(
+        `--compile-budget ${options.compileBudget} leaves a worker no room to train: it compiles ${KERNELS_PER_UPDATE} kernels when it starts and ${KERNELS_PER_UPDATE} more per iteration; use ${2 * KERNELS_PER_UPDATE} or more.`,
+      );
+    }
+    await restart(worker, result.step, "budget");
   }
   if (result.status === "interrupted" && losses.length === 0) throw new InterruptedError("Interrupted before the first step.");
   const { S, D, H } = SHAPES;
@@ -101,14 +122,26 @@ export async function trainWithRestarts(worker: AneWorker, options: TrainOptions
     finalLoss: result.loss,
     restarts: restartSteps.length,
     restartSteps,
+    compileFailures,
     compiles: result.compiles,
     compileMs: result.compileMs,
+    hiddenCompileMs: result.hiddenCompileMs,
     trainMs: result.trainMs,
     wallMs: performance.now() - started,
+    batches: result.batches,
+    staleBatches: result.staleBatches,
     gflops: result.trainMs > 0 ? flops / 1e6 / result.trainMs : 0,
     checkpoint,
     losses,
   };
+
+  async function restart(w: AneWorker, step: number, why: "budget" | "compile failed"): Promise<void> {
+    await w.restart();
+    restartSteps.push(step);
+    hooks.onRestart?.(step, why);
+    resume = true;
+    startStep = step;
+  }
 }
 
 function reasonOf(error: Error): string {

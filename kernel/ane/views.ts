@@ -6,6 +6,7 @@ import type { BenchRow } from "./bench-job.js";
 import type { BenchOutcome } from "./bench.js";
 import { M4_MAX_REFERENCE } from "./configs.js";
 import type { TrainPoint, TrainSummary } from "./train.js";
+import { TINY_TRAIN_DEFAULTS, TINY_TRAIN_REFERENCE } from "./tiny-train.js";
 
 /** arquero types its rows as `object`; the table helper reads them as records. */
 function columns(rows: Record<string, unknown>[]): ColumnTable {
@@ -31,6 +32,7 @@ function precise(v: unknown): string {
 /** The results table: one row per backend and config, with the share of that backend's measured peak. */
 export function benchTable(outcome: BenchOutcome, caption = "Conv-stack throughput"): Table {
   const showReference = outcome.rows.some((r) => r.backend === "ane");
+  const anyFailed = outcome.rows.some((r) => r.status === "failed");
   const rows = outcome.rows.map((r) => {
     const peak = outcome.peaks[r.backend as keyof BenchOutcome["peaks"]];
     const reference = r.channels === 512 && r.spatial === 64 ? M4_MAX_REFERENCE[r.depth] : undefined;
@@ -41,10 +43,11 @@ export function benchTable(outcome: BenchOutcome, caption = "Conv-stack throughp
       "GFLOP/eval": r.gflop,
       "ms/eval": r.msMedian,
       "spread ms (p10–p90)": `${precise(r.msP10)}–${precise(r.msP90)}`,
-      TFLOPS: r.tflops,
+      TFLOPS: r.status === "failed" ? "FAIL" : r.tflops,
       "% of peak": peak ? (100 * r.tflops) / peak.tflops : NaN,
       "rel. error": r.relError,
-      ...(showReference ? { "M4 Max ms": reference?.ms ?? NaN, "M4 Max TFLOPS": reference?.tflops ?? NaN } : {}),
+      ...(showReference ? { "M4 Max ms (write-up)": reference?.ms ?? NaN, "M4 Max TFLOPS (write-up)": reference?.tflops ?? NaN } : {}),
+      ...(anyFailed ? { "why it failed": r.error ?? "" } : {}),
     };
   });
   return table(columns(rows), {
@@ -53,11 +56,11 @@ export function benchTable(outcome: BenchOutcome, caption = "Conv-stack throughp
       "weight MB": fixed(1),
       "GFLOP/eval": fixed(3),
       "ms/eval": precise,
-      TFLOPS: (v) => (typeof v === "number" ? v.toPrecision(3) : "–"),
+      TFLOPS: (v) => (typeof v === "string" ? v : typeof v === "number" && Number.isFinite(v) ? v.toPrecision(3) : "–"),
       "% of peak": fixed(1),
-      "rel. error": (v) => (typeof v === "number" ? v.toExponential(1) : "–"),
-      "M4 Max ms": fixed(3),
-      "M4 Max TFLOPS": fixed(2),
+      "rel. error": (v) => (typeof v === "number" && Number.isFinite(v) ? v.toExponential(1) : "–"),
+      "M4 Max ms (write-up)": fixed(3),
+      "M4 Max TFLOPS (write-up)": fixed(2),
     },
   });
 }
@@ -69,10 +72,10 @@ export function peaksTable(outcome: BenchOutcome): Table {
   return table(rows, { caption: "Peaks (same run)", format: { "peak TFLOPS": (v) => (typeof v === "number" && Number.isFinite(v) ? v.toPrecision(3) : "–") } });
 }
 
-/** Throughput against depth, one line per backend and channel count, with the M4 Max figures when the ANE ran. */
+/** Throughput against depth, one line per backend and channel count (failed configs left out), with the write-up's M4 Max figures when the ANE ran. */
 export function benchFigure(rows: readonly BenchRow[], withReference: boolean): Figure {
   const groups = new Map<string, BenchRow[]>();
-  for (const r of rows) {
+  for (const r of rows.filter((row) => row.status !== "failed")) {
     const key = `${r.backend} ${r.channels}ch`;
     groups.set(key, [...(groups.get(key) ?? []), r]);
   }
@@ -82,7 +85,7 @@ export function benchFigure(rows: readonly BenchRow[], withReference: boolean): 
   });
   if (withReference) {
     const depths = Object.keys(M4_MAX_REFERENCE).map(Number);
-    data.push({ type: "scatter", mode: "lines+markers", name: "M4 Max 512ch (reference)", x: depths, y: depths.map((d) => M4_MAX_REFERENCE[d]!.tflops), line: { color: COLORS["M4 Max (reference)"], dash: "dash" } });
+    data.push({ type: "scatter", mode: "lines+markers", name: "M4 Max 512ch (reproduction write-up)", x: depths, y: depths.map((d) => M4_MAX_REFERENCE[d]!.tflops), line: { color: COLORS["M4 Max (reference)"], dash: "dash" } });
   }
   return figure({
     data,
@@ -136,6 +139,9 @@ export function trainTable(summary: TrainSummary, backend: string): Table {
         "train s": summary.trainMs / 1000,
         "wall s": summary.wallMs / 1000,
         "GFLOP/s": summary.gflops,
+        "compile s hidden": summary.hiddenCompileMs / 1000,
+        "stale batches": summary.staleBatches,
+        "failed compiles": summary.compileFailures.length,
       },
     ]),
     {
@@ -147,7 +153,35 @@ export function trainTable(summary: TrainSummary, backend: string): Table {
         "train s": fixed(2),
         "wall s": fixed(2),
         "GFLOP/s": fixed(2),
+        "compile s hidden": fixed(2),
       },
     },
   );
+}
+
+export interface TrainSettings {
+  steps: number;
+  lr: number;
+  accum: number;
+  compileBudget: number;
+}
+
+/**
+ * The reproduction write-up's figures for tiny_train beside this run's. They compare fully only with
+ * the reference settings (2,000 steps, lr 1, accumulation 10, budget 100); otherwise the caption says
+ * which differ. The write-up ran on the ANE (fp16); the cpu backend computes in fp32.
+ */
+export function trainReferenceTable(summary: TrainSummary, settings: TrainSettings, backend: string): Table {
+  const ref = TINY_TRAIN_REFERENCE;
+  const lossAt = (step: number) => summary.losses.find((p) => p.step === step)?.loss;
+  const differing = (Object.keys(TINY_TRAIN_DEFAULTS) as Array<keyof TrainSettings>).filter((k) => settings[k] !== TINY_TRAIN_DEFAULTS[k]);
+  const loss = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? "–" : v < 0.01 ? v.toExponential(2) : v.toFixed(4));
+  const rows = [
+    { figure: "loss at step 1", claimed: loss(ref.firstLoss), measured: loss(summary.losses[0]?.step === 1 ? summary.losses[0].loss : undefined) },
+    { figure: `loss at step ${ref.steps}`, claimed: loss(ref.finalLoss), measured: loss(lossAt(ref.steps)) },
+    { figure: "restarts at steps", claimed: ref.restartSteps.map((s) => `~${s}`).join(", "), measured: summary.restartSteps.join(", ") || "none" },
+    { figure: "GFLOP/s of the four kernels", claimed: `~${ref.aneGflops.join("–")} (ANE)`, measured: `${summary.gflops.toFixed(2)} (${backend})` },
+  ];
+  const note = differing.length ? `; this run's ${differing.map((k) => `${k} ${settings[k]}`).join(", ")} differ from the reference's, so only its first loss compares` : "";
+  return table(columns(rows), { caption: `tiny_train: claimed (${ref.source}) against measured${note}` });
 }

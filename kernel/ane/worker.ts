@@ -6,18 +6,19 @@
  *
  *   ping {}                      -> {pong, time}
  *   status {}                    -> {pid, platform, blas, backends: {ane|cpu: {available, reason?, compiles}}, job}
- *   bench {backend, configs: [{channels, spatial, depth}], warmup, iters, seed}
+ *   bench {backend, configs: [{channels, spatial, depth}], warmup, iters, seed, firstIndex?}
  *                                   events `row {row, index, total}` -> {rows, peak: {tflops, how}, blas, compiles}
- *   train {checkpoint, steps, accum, lr, backend, compileBudget, seed, resume}
- *                                   events `progress {step, steps, loss, ...}` -> {status: completed|budget|interrupted, step, ...}
+ *   train {checkpoint, steps, accum, lr, backend, compileBudget, resume}
+ *                                   events `progress {step, steps, loss, stale, ...}` -> {status: completed|budget|interrupted|compile_failed, step, ...}
  *   sgemm {n, warmup, iters}     -> {n, ms: [...]}
  *   cancel {id}, shutdown {}, crash {} (aborts the process; for tests of the kernel's handling)
  *
- * Error codes: bad_request, busy, cancelled, wrong_result (output differs from float64), backend_failed.
+ * Error codes: bad_request, busy, cancelled, backend_failed. A benchmark config that fails (compile,
+ * evaluation, or output unlike the float64 reference) is a `row` with status "failed", not an error.
  */
 import { PROTOCOL_VERSION, type ErrorBody, type Request } from "../rpc/envelope.js";
 import { loadAddon, type BackendName, type NativeAddon } from "./addon.js";
-import { CancelledError, runBenchJob, WrongResultError, type BenchJobParams, type JobContext } from "./bench-job.js";
+import { CancelledError, runBenchJob, type BenchJobParams, type JobContext } from "./bench-job.js";
 import { runTrainJob, type TrainJobParams } from "./train-job.js";
 
 const cancelled = new Set<string>();
@@ -72,7 +73,6 @@ async function runJob(request: Request, job: Job): Promise<void> {
   } catch (error) {
     const e = error as Error;
     if (e instanceof CancelledError) fail(id, { code: "cancelled", message: "Interrupted; the rows measured so far were kept." });
-    else if (e instanceof WrongResultError) fail(id, { code: "wrong_result", message: e.message });
     else fail(id, { code: "backend_failed", message: sentence(e.message), detail: e.stack });
   } finally {
     busy = null;

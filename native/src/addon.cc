@@ -72,6 +72,18 @@ class PromiseWorker : public Napi::AsyncWorker {
   virtual Napi::Value Result() { return Env().Undefined(); }
   void OnOK() override { deferred_.Resolve(Result()); }
   void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
+  // The backends promise std::runtime_error with a sentence; anything else escaping a thread-pool
+  // thread would terminate the worker process, so it becomes an error too.
+  template <typename F>
+  void guarded(F&& f) {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    } catch (...) {
+      SetError("the backend failed with an exception that is not a std::exception");
+    }
+  }
   Napi::Promise::Deferred deferred_;
 };
 
@@ -79,11 +91,7 @@ class CompileWorker final : public PromiseWorker {
  public:
   CompileWorker(Napi::Env env, Backend* backend, GraphSpec spec) : PromiseWorker(env), backend_(backend), spec_(std::move(spec)) {}
   void Execute() override {
-    try {
-      graph_ = backend_->compile(spec_);
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
+    guarded([&] { graph_ = backend_->compile(spec_); });
     spec_ = GraphSpec();  // the weights are baked into the graph now
   }
   Napi::Value Result() override {
@@ -107,11 +115,7 @@ class EvaluateWorker final : public PromiseWorker {
     outputRef_ = Napi::Persistent(output.As<Napi::Object>());
   }
   void Execute() override {
-    try {
-      graph_->evaluate(input_, output_);
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
+    guarded([&] { graph_->evaluate(input_, output_); });
   }
 
  private:
@@ -123,27 +127,15 @@ class EvaluateWorker final : public PromiseWorker {
 
 class TimeWorker final : public PromiseWorker {
  public:
-  TimeWorker(Napi::Env env, std::shared_ptr<Graph> graph, Napi::Float32Array input, size_t outputs, int warmup, int iters,
-             Napi::Int32Array stop)
-      : PromiseWorker(env), graph_(std::move(graph)), input_(input.Data(), input.Data() + input.ElementLength()),
-        output_(outputs), warmup_(warmup), iters_(iters) {
+  TimeWorker(Napi::Env env, std::shared_ptr<Graph> graph, Napi::Float32Array input, int warmup, int iters, Napi::Int32Array stop)
+      : PromiseWorker(env), graph_(std::move(graph)), input_(input.Data(), input.Data() + input.ElementLength()), warmup_(warmup), iters_(iters) {
     if (!stop.IsEmpty()) {
       stop_ = stop.Data();
       stopRef_ = Napi::Persistent(stop.As<Napi::Object>());
     }
   }
   void Execute() override {
-    try {
-      for (int i = 0; i < warmup_ && !stopped(); ++i) graph_->evaluate(input_.data(), output_.data());
-      times_.reserve(size_t(iters_));
-      for (int i = 0; i < iters_ && !stopped(); ++i) {
-        auto start = std::chrono::steady_clock::now();
-        graph_->evaluate(input_.data(), output_.data());
-        times_.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
-      }
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
+    guarded([&] { times_ = graph_->time(input_.data(), warmup_, iters_, stop_); });
   }
   Napi::Value Result() override {
     auto array = Napi::Float64Array::New(Env(), times_.size());
@@ -152,13 +144,11 @@ class TimeWorker final : public PromiseWorker {
   }
 
  private:
-  // The JavaScript side sets stop[0] to cancel: a long timing loop ends at the next evaluation.
-  bool stopped() const { return stop_ && __atomic_load_n(stop_, __ATOMIC_RELAXED) != 0; }
-
   std::shared_ptr<Graph> graph_;
-  std::vector<float> input_, output_;
+  std::vector<float> input_;
   int warmup_, iters_;
   std::vector<double> times_;
+  // The JavaScript side sets stop[0] to cancel: a long timing loop ends at the next evaluation.
   int32_t* stop_ = nullptr;
   Napi::ObjectReference stopRef_;
 };
@@ -295,7 +285,7 @@ Napi::Value Time(const Napi::CallbackInfo& info) {
   if (info.Length() > 4 && info[4].IsTypedArray() && info[4].As<Napi::TypedArray>().TypedArrayType() == napi_int32_array) {
     stop = info[4].As<Napi::Int32Array>();
   }
-  auto* worker = new TimeWorker(info.Env(), box->graph, info[1].As<Napi::Float32Array>(), box->outputElements, warmup, iters, stop);
+  auto* worker = new TimeWorker(info.Env(), box->graph, info[1].As<Napi::Float32Array>(), warmup, iters, stop);
   Napi::Promise promise = worker->promise();
   worker->Queue();
   return promise;

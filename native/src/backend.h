@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -31,6 +32,27 @@ class Graph {
   virtual ~Graph() = default;
   // fp32 in, fp32 out, both laid out as [C, S].
   virtual void evaluate(const float* input, float* output) = 0;
+
+  // Milliseconds of each of `iters` timed evaluations of `input`, after `warmup` untimed ones; stops
+  // early (fewer times) once *stop is non-zero. An evaluation here is the whole computation; a backend
+  // whose evaluate also moves data in and out of a device may time the device's part alone.
+  virtual std::vector<double> time(const float* input, int warmup, int iters, const int32_t* stop) {
+    std::vector<float> output(outputElements_);
+    auto stopped = [stop] { return stop && __atomic_load_n(stop, __ATOMIC_RELAXED) != 0; };
+    for (int i = 0; i < warmup && !stopped(); ++i) evaluate(input, output.data());
+    std::vector<double> ms;
+    ms.reserve(size_t(iters > 0 ? iters : 0));
+    for (int i = 0; i < iters && !stopped(); ++i) {
+      auto start = std::chrono::steady_clock::now();
+      evaluate(input, output.data());
+      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+    }
+    return ms;
+  }
+
+ protected:
+  explicit Graph(size_t outputElements) : outputElements_(outputElements) {}
+  size_t outputElements_;
 };
 
 struct Availability {

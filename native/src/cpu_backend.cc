@@ -1,5 +1,7 @@
 // The cpu backend: the same conv-stack graphs as the ANE, in fp32 through cblas
 // (Accelerate on macOS, OpenBLAS on Linux).
+#include <unistd.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -24,7 +26,7 @@ namespace {
 // Packed once at compile time where the CPU allows it (PackedStack), else one cblas_sgemm per layer.
 class CpuGraph final : public Graph {
  public:
-  explicit CpuGraph(const GraphSpec& spec) : channels_(spec.channels), spatial_(spec.spatial) {
+  explicit CpuGraph(const GraphSpec& spec) : Graph(spec.outputElements()), channels_(spec.channels), spatial_(spec.spatial) {
     if (PackedStack::supports(channels_, spatial_) && !getenv("TUNELAB_CPU_BLAS_ONLY")) {
       packed_ = std::make_unique<PackedStack>(channels_, spatial_, spec.weights);
       return;
@@ -62,6 +64,19 @@ class CpuGraph final : public Graph {
   std::unique_ptr<PackedStack> packed_;
 };
 
+// TUNELAB_CPU_FAIL_COMPILE=N makes this process's N-th compile fail, as a compiler on a real ANE can;
+// N:PATH does so only while PATH exists and removes it, so that the failure happens once across the
+// workers of a run (a fresh worker that resumes does not meet it again). For tests of recovery.
+bool injectedFailure(int compile) {
+  const char* spec = getenv("TUNELAB_CPU_FAIL_COMPILE");
+  if (!spec || !*spec) return false;
+  char* rest = nullptr;
+  const long at = strtol(spec, &rest, 10);
+  if (at != compile) return false;
+  if (rest && *rest == ':') return unlink(rest + 1) == 0;
+  return true;
+}
+
 class CpuBackend final : public Backend {
  public:
   const char* name() const override { return "cpu"; }
@@ -73,7 +88,10 @@ class CpuBackend final : public Backend {
         throw std::runtime_error("weight " + std::to_string(i) + " does not match its layer's channels");
       }
     }
-    compiles_.fetch_add(1);
+    const int compile = compiles_.fetch_add(1) + 1;
+    if (injectedFailure(compile)) {
+      throw std::runtime_error("compile " + std::to_string(compile) + " of this process failed (injected by TUNELAB_CPU_FAIL_COMPILE)");
+    }
     return std::make_unique<CpuGraph>(spec);
   }
 };

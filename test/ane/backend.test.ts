@@ -4,6 +4,7 @@ import { checkStack, randomInput, randomStack, runBenchJob, TOLERANCE } from "..
 import { Random } from "../../kernel/ane/random.js";
 import { referenceColumns, relativeError } from "../../kernel/ane/reference.js";
 import { describeFor } from "../../kernel/ane/stack.js";
+import { benchFigure, benchTable } from "../../kernel/ane/views.js";
 
 // The addon is loaded in this test process on purpose: the kernel never does (it uses the worker).
 const addon = loadAddon();
@@ -71,6 +72,31 @@ describe("cpu backend", () => {
     expect(row.relError).toBeLessThan(1e-4);
     expect(result.peak.tflops).toBeGreaterThan(0);
     expect(result.peak.how).toMatch(/sgemm 2048/);
+  });
+});
+
+describe("a config that fails is a FAIL row, and the benchmark goes on", () => {
+  it("a compile the backend refuses becomes a failed row with the reason; the next config is measured", async () => {
+    process.env.TUNELAB_CPU_FAIL_COMPILE = String(addon.compiles("cpu") + 2);
+    const emitted: unknown[] = [];
+    try {
+      const configs = [16, 24, 32].map((channels) => ({ channels, spatial: 16, depth: 2 }));
+      const result = await runBenchJob(addon, { backend: "cpu", configs, warmup: 0, iters: 2, seed: 0 }, { emit: (_, data) => emitted.push(data), cancelled: () => false });
+      expect(result.rows.map((r) => [r.channels, r.status])).toEqual([[16, "ok"], [24, "failed"], [32, "ok"]]);
+      const failed = result.rows[1]!;
+      expect(failed.error).toMatch(/^compile failed: compile \d+ of this process failed \(injected by TUNELAB_CPU_FAIL_COMPILE\)$/);
+      expect([failed.msMedian, failed.tflops, failed.relError]).toEqual([NaN, NaN, NaN]);
+      expect(failed.gflop).toBeCloseTo((2 * 24 * 24 * 16 * 2) / 1e9, 12);
+      expect(emitted).toHaveLength(3);
+      expect(result.rows[2]!.tflops).toBeGreaterThan(0);
+      // The table says FAIL and why; the chart leaves the failed config out.
+      const shown = benchTable({ rows: result.rows, peaks: { cpu: result.peak }, unavailable: {}, blas: "" }).toPlain();
+      expect(shown).toMatch(/cpu +2x conv 24ch sp16 .* FAIL .*compile failed: compile \d+ of this process failed/);
+      expect(shown).toContain("why it failed");
+      expect(benchFigure(result.rows, false).spec.data.map((t) => (t as { x: number[] }).x)).toEqual([[2], [2]]);
+    } finally {
+      delete process.env.TUNELAB_CPU_FAIL_COMPILE;
+    }
   });
 });
 

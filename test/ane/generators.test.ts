@@ -95,16 +95,33 @@ describe("MIL program", () => {
     expect(() => convStackMil({ channels: [4, 4, 4], spatial: 2, weights: [{ path: "weights/w0.bin", offset: 64 }] })).toThrow(/one weight per layer/);
   });
 
-  it("is what the ane backend compiles: one blob file per matrix, each referenced at offset 64", () => {
+  it("is what the ane backend compiles: one weights/weight.bin, each layer's chunk at 64 + i·(64 + size)", () => {
     const w = [new Float32Array(8 * 4).fill(0.5), new Float32Array(4 * 8).fill(-1)];
     const graph = describeFor("ane", { channels: [4, 8, 4], spatial: 16, weights: w });
-    expect(graph.blobs?.map((b) => b.path)).toEqual(["weights/w0.bin", "weights/w1.bin"]);
-    expect(graph.blobs?.map((b) => readChunks(b.bytes))).toEqual([
-      [{ offset: 64, size: 64, dataOffset: 128 }],
-      [{ offset: 64, size: 64, dataOffset: 128 }],
+    expect(graph.blobs?.map((b) => b.path)).toEqual(["weights/weight.bin"]);
+    expect(readChunks(graph.blobs![0]!.bytes)).toEqual([
+      { offset: 64, size: 64, dataOffset: 128 },
+      { offset: 192, size: 64, dataOffset: 256 },
     ]);
-    expect(graph.mil).toContain('BLOBFILE(path = string("@model_path/weights/w1.bin"), offset = uint64(64))');
+    expect(graph.mil).toContain('BLOBFILE(path = string("@model_path/weights/weight.bin"), offset = uint64(64))');
+    expect(graph.mil).toContain('BLOBFILE(path = string("@model_path/weights/weight.bin"), offset = uint64(192))');
     expect(graph.weights).toBeUndefined();
     expect(describeFor("cpu", { channels: [4, 8, 4], spatial: 16, weights: w }).mil).toBeUndefined();
+  });
+
+  it("splits the layers in order over up to 16 weight files when asked, never more", () => {
+    const layers = 20;
+    const w = Array.from({ length: layers }, (_, i) => new Float32Array(16).fill(i));
+    const graph = describeFor("ane", { channels: Array(layers + 1).fill(4), spatial: 16, weights: w }, 16);
+    // 20 layers over 16 files: two per file, so 10 files are used.
+    expect(graph.blobs?.map((b) => b.path)).toEqual(Array.from({ length: 10 }, (_, k) => `weights/weight-${k}.bin`));
+    const refs = [...graph.mil!.matchAll(/BLOBFILE\(path = string\("@model_path\/(weights\/weight-\d+\.bin)"\), offset = uint64\((\d+)\)\)/g)].map((m) => [m[1], Number(m[2])]);
+    expect(refs).toEqual(Array.from({ length: layers }, (_, i) => [`weights/weight-${Math.floor(i / 2)}.bin`, i % 2 === 0 ? 64 : 64 + 64 + 32]));
+    for (const [k, blob] of graph.blobs!.entries()) {
+      const view = new DataView(blob.bytes.buffer, blob.bytes.byteOffset);
+      expect(fromFloat16Bits(view.getUint16(64 + 64, true))).toBe(2 * k);
+      expect(fromFloat16Bits(view.getUint16(64 + 64 + 32 + 64, true))).toBe(2 * k + 1);
+    }
+    expect(() => describeFor("ane", { channels: [4, 4], spatial: 16, weights: [w[0]!] }, 17)).toThrow(/1 to 16 weight files, not 17/);
   });
 });

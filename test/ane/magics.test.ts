@@ -49,6 +49,11 @@ describe("%ane_bench and %ane_train usage errors", () => {
     ["%ane_train --lr -1", /--lr/],
     ["%ane_train --backend gpu", /--backend/],
     ["%ane_train --resume", /--resume needs --name/],
+    ["%ane_train --compile-budget 4", /--compile-budget/],
+    ["%ane_train --seed 3", /--seed/],
+    ["%ane_bench --backend ane --spatial 20", /^--spatial must be a multiple of 16 for the ANE \(each row of its \[1, C, 1, S\] fp32 tensor must be a multiple of 64 bytes\), got 20; use --spatial 16 or 32, or --backend cpu\.$/],
+    ["%ane_bench --backend ane --spatial 8", /got 8; use --spatial 16, or --backend cpu\.$/],
+    ["%ane_bench --weight-files 17", /--weight-files/],
   ];
   for (const [line, pattern] of bad) {
     it(`${line} is a usage error before anything is allocated`, async () => {
@@ -90,8 +95,13 @@ describe("%ane_bench and %ane_train through the magic system", () => {
     const last = figures.at(-1)!.data[PLOTLY_MIME] as { data: Array<{ name: string; x: number[] }> };
     expect(last.data.find((t) => t.name === "worker restarted")?.x).toEqual([20]);
     expect(last.data.find((t) => t.name === "loss")?.x).toHaveLength(40);
-    const summary = io.displays().map((d) => String(d.data["text/plain"])).find((t) => t.includes("%ane_train summary"));
+    const texts = io.displays().map((d) => String(d.data["text/plain"]));
+    const summary = texts.find((t) => t.includes("%ane_train summary"));
     expect(summary).toMatch(/steps +first loss +final loss +restarts +compiles +compile s +train s/);
+    const claimed = texts.find((t) => t.includes("tiny_train: claimed"))!;
+    expect(claimed).toContain("claimed (reproduction write-up (project brief), ANE) against measured; this run's steps 40, compileBudget 8 differ");
+    expect(claimed).toMatch(/loss at step 1 +0\.5009 +0\.5009/);
+    expect(claimed).toMatch(/restarts at steps +~480, ~960 +20\b/);
     const resumed = await magic("%ane_train --backend cpu --steps 60 --compile-budget 8 --name tiny --resume", services, cwd);
     expect((resumed.value as AneTrainOutcome).losses[0]!.step).toBe(41);
   });
