@@ -4,11 +4,21 @@
  */
 export class UserFacingError extends Error {
   readonly ename: string;
-  constructor(message: string, ename = "TunelabError") {
+  /** Technical detail (the bridge's Python traceback): folded under the sentence, shown by `%tb`. */
+  readonly detail?: string;
+  constructor(message: string, ename = "TunelabError", detail?: string) {
     super(message);
     this.name = ename;
     this.ename = ename;
+    if (detail) this.detail = detail;
   }
+}
+
+/** The last error a cell raised, for `%tb` and `tunelab.lastError`. */
+export interface ErrorRecord {
+  ename: string;
+  message: string;
+  detail?: string;
 }
 
 /** A magic line that does not match its declared schema (bad flag, bad value, unknown magic). */

@@ -4,6 +4,7 @@ import { ChildGoneError, RpcClient, type CallOptions } from "../rpc/client.js";
 import type { Disposable, ServiceKey } from "../session/services.js";
 import { clientKeys } from "./curve.js";
 import { killGroup, launchBridge, privateSocketDir, type RunningBridge } from "./local.js";
+import { generateEvent, tuneEvent, type GenerateEvent, type TuneEvent } from "./events.js";
 import { ZmqTransport } from "./transport.js";
 import type { AdapterList, BridgeStatus, GenerateParams, GenerateResult, ModelInfo, TuneParams, TuneResult } from "./types.js";
 
@@ -23,6 +24,25 @@ interface Connection {
   transport: ZmqTransport;
   endpoint: string;
   local?: RunningBridge & { removeSocketDir(): void };
+}
+
+/** CallOptions whose events arrive checked and typed (events.ts). */
+export interface TypedCallOptions<E> {
+  signal?: AbortSignal;
+  onEvent?: (event: E) => void;
+}
+
+function typed<E>(options: TypedCallOptions<E>, decode: (event: string, data: Record<string, unknown>) => E | null): CallOptions {
+  const { onEvent, signal } = options;
+  return {
+    signal,
+    onEvent: onEvent
+      ? (event, data) => {
+          const decoded = decode(event, data);
+          if (decoded) onEvent(decoded);
+        }
+      : undefined,
+  };
 }
 
 const LOOPBACK = /^tcp:\/\/(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1)(:\d+)?$/i;
@@ -91,12 +111,12 @@ export class BridgeClient implements Disposable {
     return this.call("load_model", { model }, options) as Promise<unknown> as Promise<ModelInfo>;
   }
 
-  tune(params: TuneParams, options: CallOptions = {}): Promise<TuneResult> {
-    return this.call("tune", params as unknown as Record<string, unknown>, options) as Promise<unknown> as Promise<TuneResult>;
+  tune(params: TuneParams, options: TypedCallOptions<TuneEvent> = {}): Promise<TuneResult> {
+    return this.call("tune", { ...params }, typed(options, tuneEvent)) as Promise<unknown> as Promise<TuneResult>;
   }
 
-  generate(params: GenerateParams, options: CallOptions = {}): Promise<GenerateResult> {
-    return this.call("generate", params as unknown as Record<string, unknown>, options) as Promise<unknown> as Promise<GenerateResult>;
+  generate(params: GenerateParams, options: TypedCallOptions<GenerateEvent> = {}): Promise<GenerateResult> {
+    return this.call("generate", { ...params }, typed(options, generateEvent)) as Promise<unknown> as Promise<GenerateResult>;
   }
 
   listAdapters(): Promise<AdapterList> {

@@ -1,6 +1,6 @@
 import { performance } from "node:perf_hooks";
 import { UsageError, UserFacingError } from "../errors.js";
-import { withDisplay } from "../display/bundle.js";
+import { text, withDisplay } from "../display/bundle.js";
 import { formatDuration } from "../display/format.js";
 import { table } from "../display/table.js";
 import { defineMagic, type FlagMap, type MagicSpec } from "./schema.js";
@@ -36,6 +36,23 @@ export const lsmagic = defineMagic({
         { caption: `${listing.length} magics; %name? shows the help of one`, maxRows: Infinity },
       ),
     );
+  },
+});
+
+export const tb = defineMagic({
+  name: "tb",
+  summary: "Show the last error's folded detail (for an internal bridge error: its Python traceback).",
+  description:
+    "A cell's error shows one sentence; where there is more (an unexpected error inside the MLX bridge carries its Python " +
+    "traceback), it is folded and %tb shows it. From TypeScript: tunelab.lastError.detail.",
+  forms: { line: true, cell: false },
+  flags: {},
+  examples: ["%tb"],
+  async run(_invocation, ctx) {
+    const last = ctx.lastError?.();
+    if (!last) throw new UsageError("No cell has raised an error yet; %tb shows the details of the last one.");
+    ctx.io.display(text(`${last.ename}: ${last.message}\n\n${last.detail ?? "(this error has no further detail)"}`));
+    return last;
   },
 });
 
@@ -116,4 +133,4 @@ export const env = defineMagic({
   },
 });
 
-export const builtinMagics: MagicSpec<FlagMap>[] = [lsmagic, time, env];
+export const builtinMagics: MagicSpec<FlagMap>[] = [lsmagic, time, env, tb];

@@ -41,9 +41,8 @@ export const generateMagic = defineMagic({
         { prompt, ...generateParams(args, { model: (value) => modelArg(value, ctx.cwd) }) },
         {
           signal: ctx.io.signal,
-          onEvent: (event, data) => {
-            if (event !== "token") return;
-            streamed += String(data.text ?? "");
+          onEvent: (e) => {
+            streamed += e.data.text;
             live.update(() => render(prompt, streamed, ""));
           },
         },

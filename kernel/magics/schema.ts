@@ -59,6 +59,8 @@ export interface MagicContext {
   cwd: string;
   /** Runs TypeScript in the notebook's scope (used by %time). Resolves to the last expression's value. */
   evaluate(code: string): Promise<unknown>;
+  /** The last error a cell raised (for %tb). */
+  lastError?(): import("../errors.js").ErrorRecord | undefined;
   /** Every magic the runner knows (set by the registry for %lsmagic). */
   magics?: readonly MagicSpec<FlagMap>[];
 }

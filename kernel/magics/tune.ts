@@ -47,19 +47,17 @@ export async function runTune(bridge: BridgeClient, params: TuneFlagParams, ctx:
     view.header(await bridge.status());
     const result = await bridge.tune(params, {
       signal: ctx.io.signal,
-      onEvent: (event, data) => {
-        if (event === "progress") {
-          const progress = data as unknown as ProgressEvent;
-          history.push(progress);
-          view.progress(progress);
-        } else if (event === "val") {
-          const val = data as unknown as ValEvent;
-          valHistory.push(val);
-          view.val(val);
-        } else if (event === "phase") {
-          view.phase(String(data.name ?? ""), typeof data.detail === "string" ? data.detail : undefined);
-        } else if (event === "eval") {
-          view.evalAnswer(String(data.prompt ?? ""), data.when === "after" ? "after" : "before", String(data.text ?? ""));
+      onEvent: (e) => {
+        if (e.event === "progress") {
+          history.push(e.data);
+          view.progress(e.data);
+        } else if (e.event === "val") {
+          valHistory.push(e.data);
+          view.val(e.data);
+        } else if (e.event === "phase") {
+          view.phase(e.data.name, e.data.detail);
+        } else if (e.event === "eval") {
+          view.evalAnswer(e.data.prompt, e.data.when, e.data.text);
         }
       },
     });

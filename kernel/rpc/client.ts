@@ -14,7 +14,7 @@ export interface Transport {
 /** A child answered a request with an `error` envelope. */
 export class RemoteError extends UserFacingError {
   constructor(readonly body: ErrorBody, ename = "TunelabError") {
-    super(body.message, ename);
+    super(body.message, ename, body.detail);
   }
   get code(): string {
     return this.body.code;

@@ -1,5 +1,5 @@
 import { inspect } from "node:util";
-import { UserFacingError } from "../errors.js";
+import { UserFacingError, type ErrorRecord } from "../errors.js";
 import { CompileError } from "../typescript/executor.js";
 
 /** What Jupyter shows for a failed cell (iopub `error`, `execute_reply` with status error). */
@@ -11,6 +11,7 @@ export interface Failure {
 
 const RED = "\u001b[0;31m";
 const RESET = "\u001b[0m";
+const DIM = "\u001b[2m";
 
 /**
  * A person-facing error is its sentence alone; a compile error lists each diagnostic with its cell
@@ -21,7 +22,8 @@ export function describeFailure(error: unknown, code: string, line?: number): Fa
   const lines = code.split("\n");
   const source = (n: number) => (lines[n] ?? "").trim();
   if (error instanceof UserFacingError) {
-    return { ename: error.ename, evalue: error.message, traceback: [error.message] };
+    const folded = error.detail ? [`${DIM}(technical detail folded: %tb shows it, or tunelab.lastError.detail)${RESET}`] : [];
+    return { ename: error.ename, evalue: error.message, traceback: [error.message, ...folded] };
   }
   if (error instanceof CompileError) {
     const traceback = error.diagnostics.flatMap((d) => [
@@ -42,6 +44,13 @@ export function describeFailure(error: unknown, code: string, line?: number): Fa
   const traceback = [`${RED}Uncaught${RESET} ${evalue}`];
   if (line !== undefined) traceback.push(`    at cell line ${line + 1}: ${source(line)}`);
   return { ename: "Uncaught", evalue, traceback };
+}
+
+/** What `%tb` and `tunelab.lastError` keep of a failure: its name, sentence and any folded detail. */
+export function errorRecord(error: unknown): ErrorRecord {
+  if (error instanceof UserFacingError) return { ename: error.ename, message: error.message, ...(error.detail ? { detail: error.detail } : {}) };
+  if (error instanceof Error) return { ename: error.name || "Error", message: error.message, ...(error.stack ? { detail: error.stack } : {}) };
+  return { ename: "Uncaught", message: typeof error === "string" ? error : inspect(error, { depth: 2 }) };
 }
 
 /** Stack frames from the user's own modules (not the cell's compiled code, Node or the kernel). */

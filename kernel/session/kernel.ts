@@ -12,7 +12,7 @@ import type { TypeScriptCells } from "../typescript/executor.js";
 import type { CellIO } from "./cell-io.js";
 import { CellOutput } from "./cell-output.js";
 import { codePointToIndex, indexToCodePoint, lineOffset } from "./cursor.js";
-import { describeFailure, type Failure } from "./failure.js";
+import { describeFailure, errorRecord, type Failure } from "./failure.js";
 import { History, type HistoryEntry, type HistoryQuery } from "./history.js";
 import { installNotebookApi, isDisplayHandle, MagicResults } from "./notebook-api.js";
 import { Services } from "./services.js";
@@ -249,7 +249,7 @@ export class Kernel {
         io.send("execute_result", { execution_count: count, data: shown.data, metadata: shown.metadata ?? {} });
         if (entry) entry.output = plainText(shown.data);
       } catch (error) {
-        result = { ok: false, failure: describeFailure(error, code) };
+        result = { ok: false, failure: this.failure(error, code) };
       }
     }
     io.flush();
@@ -285,7 +285,7 @@ export class Kernel {
     try {
       segments = await this.segmentsOf(code);
     } catch (error) {
-      return { ok: false, failure: describeFailure(error, code) };
+      return { ok: false, failure: this.failure(error, code) };
     }
     let last: CellResult = { ok: true, value: undefined, hasValue: false };
     for (const segment of segments) {
@@ -293,7 +293,7 @@ export class Kernel {
         const outcome = await this.options.cells.run(segment.code, segment.startLine);
         if (!outcome.ok) {
           await this.settleMagics();
-          return { ok: false, failure: describeFailure(outcome.error, code, outcome.line) };
+          return { ok: false, failure: this.failure(outcome.error, code, outcome.line) };
         }
         last = outcome;
         continue;
@@ -303,10 +303,16 @@ export class Kernel {
         this.results.record(outcome.name, outcome.value);
         last = { ok: true, value: outcome.value, hasValue: outcome.showsResult && outcome.value !== undefined };
       } catch (error) {
-        return { ok: false, failure: describeFailure(error, code, segment.startLine) };
+        return { ok: false, failure: this.failure(error, code, segment.startLine) };
       }
     }
     return last;
+  }
+
+  /** The cell's error as Jupyter shows it; kept for `%tb` and `tunelab.lastError`. */
+  private failure(error: unknown, code: string, line?: number): Failure {
+    this.results.lastError = errorRecord(error);
+    return describeFailure(error, code, line);
   }
 
   private magicContext(io: CellIO): MagicContext {
@@ -314,6 +320,7 @@ export class Kernel {
       io,
       services: this.services,
       cwd: this.options.cwd,
+      lastError: () => this.results.lastError,
       evaluate: async (source: string) => {
         const outcome = await this.options.cells.run(source);
         if (!outcome.ok) throw outcome.error;

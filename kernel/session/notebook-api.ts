@@ -2,6 +2,7 @@ import { toDisplayOutput } from "../display/mime.js";
 import { figure, type Figure } from "../display/figure.js";
 import { table, type Table } from "../display/table.js";
 import { NOTEBOOK_API } from "../typescript/prelude.js";
+import type { ErrorRecord } from "../errors.js";
 import type { CellIO } from "./cell-io.js";
 
 export interface NotebookDisplayHandle {
@@ -12,6 +13,8 @@ export interface NotebookDisplayHandle {
 /** The `tunelab` object of the notebook's TypeScript scope (declared for the compiler in the prelude). */
 export interface NotebookApi {
   readonly last: unknown;
+  /** The last error a cell raised: its name, its sentence, and any folded detail (a Python traceback). */
+  readonly lastError: ErrorRecord | undefined;
   readonly results: Record<string, unknown>;
   magic(line: string): Promise<unknown>;
   display(value: unknown, options?: { id?: string }): NotebookDisplayHandle;
@@ -39,6 +42,7 @@ export function isDisplayHandle(value: unknown): boolean {
 export class MagicResults {
   last: unknown = undefined;
   results: Record<string, unknown> = {};
+  lastError: ErrorRecord | undefined = undefined;
 
   record(name: string, value: unknown): void {
     this.last = value;
@@ -48,6 +52,7 @@ export class MagicResults {
   clear(): void {
     this.last = undefined;
     this.results = {};
+    this.lastError = undefined;
   }
 }
 
@@ -58,6 +63,9 @@ export function installNotebookApi(host: NotebookHost, results: MagicResults): N
     },
     get results() {
       return results.results;
+    },
+    get lastError() {
+      return results.lastError;
     },
     magic: (line: string) => host.runMagicLine(line),
     display(value: unknown, options?: { id?: string }) {

@@ -15,6 +15,8 @@ const tunelab: {
   readonly last: any;
   /** Every magic's latest result, by magic name. */
   readonly results: Record<string, any>;
+  /** The last error a cell raised: name, sentence, and any folded detail (a Python traceback; %tb shows it). */
+  readonly lastError: { ename: string; message: string; detail?: string } | undefined;
   /** Runs a magic line (\`await tunelab.magic("%generate Hi")\`); its outputs land in this cell. */
   magic(line: string): Promise<any>;
   /** Shows a value as its own output (rich when it has a Symbol.for("Jupyter.display") method). */

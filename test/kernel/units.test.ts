@@ -6,7 +6,12 @@ import { UserFacingError } from "../../kernel/errors.js";
 import { installKernelSpec, kernelSpecInstalled, run as install } from "../../kernel/install.js";
 import { endpoint, parseConnectionInfo } from "../../kernel/protocol/connection.js";
 import { decode, encode, makeHeader, Signer, WireError, type Message } from "../../kernel/protocol/wire.js";
-import { describeFailure } from "../../kernel/session/failure.js";
+import { describeFailure, errorRecord } from "../../kernel/session/failure.js";
+import { RemoteError } from "../../kernel/rpc/client.js";
+import { MagicRegistry } from "../../kernel/magics/registry.js";
+import { MAGICS } from "../../kernel/magics/index.js";
+import { Services } from "../../kernel/session/services.js";
+import { RecordingIO } from "../bridge/fixtures.js";
 import { History } from "../../kernel/session/history.js";
 import { codePointToIndex, indexToCodePoint } from "../../kernel/session/cursor.js";
 import { mapJsLine } from "../../kernel/typescript/line-map.js";
@@ -114,5 +119,40 @@ describe("session helpers", () => {
     const text = "const s = '😀'; s.len";
     expect(codePointToIndex(text, 19)).toBe(20);
     expect(indexToCodePoint(text, 20)).toBe(19);
+  });
+});
+
+describe("an internal bridge error", () => {
+  const internal = () =>
+    new RemoteError({
+      code: "internal",
+      message: "generate failed unexpectedly: ValueError: boom.",
+      detail: 'Traceback (most recent call last):\n  File "generation.py", line 50, in generate\nValueError: boom\n',
+    });
+
+  it("shows its sentence with the Python traceback folded under it", () => {
+    const failure = describeFailure(internal(), "%generate hi");
+    expect(failure.evalue).toBe("generate failed unexpectedly: ValueError: boom.");
+    expect(failure.traceback[0]).toBe(failure.evalue);
+    expect(failure.traceback[1]).toMatch(/folded: %tb shows it, or tunelab\.lastError\.detail/);
+    expect(failure.traceback.join("\n")).not.toMatch(/Traceback/);
+    // A plain sentence error folds nothing.
+    expect(describeFailure(new UserFacingError("Bad input; do this."), "x").traceback).toEqual(["Bad input; do this."]);
+  });
+
+  it("keeps the traceback for %tb, which shows it", async () => {
+    const record = errorRecord(internal());
+    expect(record.detail).toMatch(/ValueError: boom/);
+    const registry = new MagicRegistry(MAGICS);
+    const io = new RecordingIO();
+    const [segment] = registry.parseCell("%tb");
+    await registry.run(segment as Exclude<ReturnType<typeof registry.parseCell>[number], { kind: "code" }>, {
+      io, services: new Services(), cwd: tmpdir(), evaluate: async () => undefined, lastError: () => record,
+    });
+    expect(io.texts().join("\n")).toMatch(/TunelabError: generate failed unexpectedly: ValueError: boom\.\n\nTraceback \(most recent call last\):/);
+    const none = await registry
+      .run(segment as Exclude<ReturnType<typeof registry.parseCell>[number], { kind: "code" }>, { io, services: new Services(), cwd: tmpdir(), evaluate: async () => undefined, lastError: () => undefined })
+      .catch((e: Error) => e);
+    expect((none as Error).message).toMatch(/No cell has raised an error yet/);
   });
 });

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from .. import cpu
-from ..cache import atomic_write_json, cache_dir, read_json
+from ..cache import cache_dir
+from ..files import atomic_write_json, read_json
 from ..isolated import run_isolated
 from . import candidates as found
 from .candidates import Candidate

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from .. import cpu
-from ..cache import atomic_write_json, read_json
+from ..files import atomic_write_json, read_json
 from ..isolated import run_isolated
 
 CHECKS_FILE = "checks.json"
