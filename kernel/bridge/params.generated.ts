@@ -19,6 +19,8 @@ export interface TuneParams {
   batch_size?: number;
   /** Adam learning rate (default 5e-05) */
   lr?: number;
+  /** raise the learning rate linearly from 0 over the first N steps (0: none) (default 0) */
+  warmup?: number;
   /** LoRA rank (default 8) */
   rank?: number;
   /** LoRA scale (plays the role of PEFT's alpha/r) (default 20.0) */

@@ -282,3 +282,43 @@ def test_host_step_off_when_more_than_adapters_train_and_training_stays_exact() 
     reference, candidate, plan, _ = run_pair(layers=2, batch_size=2, options=fast.FastOptions(), tweak=train_the_last_norm)
     assert not plan.host_step.applies and plan.native_linears.applies
     assert_same_training(reference, candidate)
+
+
+def _rename_dropout_probability(model) -> int:
+    """What a future MLX that renamed nn.Dropout's private `_p_1` would look like to the plan."""
+    import mlx.nn as nn
+
+    renamed = 0
+    for _, module in model.named_modules():
+        if isinstance(module, nn.Dropout) and hasattr(module, "_p_1"):
+            module._keep_probability = module._p_1
+            del module._p_1
+            renamed += 1
+    return renamed
+
+
+def test_a_dropout_whose_probability_cannot_be_read_turns_the_host_step_off() -> None:
+    # LoRA dropout 0: the host step (which has no dropout) would be exact, but only if the plan can
+    # prove it. With the attribute it reads renamed, it cannot: everything that would ignore or
+    # reshuffle random draws turns off, with the reason.
+    model = prepare(6, 2, dropout=0.0)
+    assert fast.plan(model).host_step.applies
+    assert _rename_dropout_probability(model) > 0
+    plan = fast.plan(model)
+    for name in ("host_step", "trim_padding", "tail_queries", "compile"):
+        decision = getattr(plan, name)
+        assert not decision.applies and "whose probability tunelab cannot read" in decision.reason, (name, decision)
+
+
+def test_a_module_not_known_to_be_deterministic_turns_the_host_step_off() -> None:
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    class Noisy(nn.Module):  # a stand-in for any layer whose forward might draw random numbers
+        def __call__(self, x):
+            return x + mx.random.normal(x.shape)
+
+    model = prepare(6, 2)
+    model.model.layers[5].noise = Noisy()
+    decision = fast.plan(model).host_step
+    assert not decision.applies and "Noisy" in decision.reason and "not known to be free of random draws" in decision.reason

@@ -182,3 +182,49 @@ def test_drop_in_signatures_match_mlx_lm() -> None:
 
     assert [k for k, _ in tree_flatten(grads)] == [k for k, _ in tree_flatten(ref_grads)]
     mx.eval(grads)
+
+
+# Each strategy class, with its gradients made slightly wrong, must fail the equivalence check:
+# the matrix above would notice a fault in any of them. (An offset, not a factor: Adam divides
+# each gradient by its own running magnitude, and clipping rescales, so a scaled gradient
+# trains the same.)
+STRATEGY_RUNS = {
+    "AutodiffStep": fast.FastOptions(**{**NONE, **HOST_PIECES}),
+    "CompiledStep": fast.FastOptions(**{**NONE, "compile": True}),
+    "HostStepPlan": fast.FastOptions(),
+}
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGY_RUNS))
+def test_each_strategy_is_the_one_run_and_a_fault_in_it_is_caught(strategy: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlx.utils import tree_map
+
+    from tunelab_bridge.fast import strategies
+
+    reference, candidate, _, loss_fn = run_pair(layers=2, batch_size=2, options=STRATEGY_RUNS[strategy])
+    assert type(loss_fn.strategy).__name__ == strategy
+    assert_same_training(reference, candidate)
+
+    cls = getattr(strategies, strategy)
+    exact = cls.value_and_grad
+
+    def faulty(self, args):
+        (loss, ntoks), grads = exact(self, args)
+        return (loss, ntoks), tree_map(lambda g: g + 1e-4, grads)
+
+    monkeypatch.setattr(cls, "value_and_grad", faulty)
+    _, mutated, _, _ = run_pair(layers=2, batch_size=2, options=STRATEGY_RUNS[strategy])
+    with pytest.raises(AssertionError):
+        assert_same_training(reference, mutated)
+
+
+def test_a_fault_in_the_shared_host_arithmetic_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tunelab_bridge.fast import host_math
+
+    exact = host_math.swiglu_backward
+    # SwiGLU's backward with a 1% error in d/dgate, in the one copy both host strategies share.
+    monkeypatch.setattr(host_math, "swiglu_backward", lambda partials, d_out: (1.01 * exact(partials, d_out)[0], exact(partials, d_out)[1]))
+    reference, candidate, _, loss_fn = run_pair(layers=2, batch_size=2, options=STRATEGY_RUNS["HostStepPlan"])
+    assert type(loss_fn.strategy).__name__ == "HostStepPlan"
+    with pytest.raises(AssertionError):
+        assert_same_training(reference, candidate)

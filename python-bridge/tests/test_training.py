@@ -136,3 +136,15 @@ def test_bad_settings_are_named(tiny_model_dir, tmp_path, overrides, code, needl
     assert kind == "error"
     assert error["code"] == code, error
     assert needle in error["message"], error["message"]
+
+
+def test_warmup_raises_the_learning_rate_over_its_first_steps_and_resume_keeps_it(tiny_model_dir, tmp_path):
+    # --warmup is declared once (options.py) and reaches the optimizer as MLX's own schedule.
+    bridge = make_service(tmp_path / "runs")
+    kind, result = bridge.run("tune", tune_params(tiny_model_dir, name="warm", iters=8, lr=1e-2, warmup=4, save_every=4))
+    assert kind == "result", result
+    lrs = [p["lr"] for p in bridge.named("progress")]
+    # The rate each step used: mlx's linear_schedule starts at 0 on step 1, as mlx-lm's warmup does.
+    assert lrs == pytest.approx([1e-2 * min(k, 4) / 4 for k in range(8)], rel=1e-5), lrs
+    kind, error = bridge.run("tune", tune_params(tiny_model_dir, name="warm", iters=12, lr=1e-2, warmup=2, save_every=4, resume=True))
+    assert kind == "error" and error["code"] == "bad_config" and "warmup 4 -> 2" in error["message"], error

@@ -42,8 +42,8 @@ class Spec:
     items: Optional[str] = None
     #: A `--no-...` flag: given, the field is False.
     negated: bool = False
-    #: None is a value in its own right (`null` on the wire), not "use the default".
-    nullable: bool = False
+    #: It shapes the training trajectory: a resumed run must use the value the run started with.
+    trajectory: bool = False
 
 
 def option(default: Any, help: str, kind: str, *, flag: Optional[str] = "", **limits: Any) -> Any:
@@ -73,31 +73,33 @@ class TuneOptions:
     )
     name: Optional[str] = option(None, "run name (runs/NAME); default: timestamped", "string", metavar="NAME")
     iters: int = option(200, "training steps", "int", minimum=1)
-    batch_size: int = option(1, "examples per step", "int", minimum=1)
-    lr: float = option(5e-5, "Adam learning rate", "number", minimum=0, exclusive=True, metavar="RATE")
-    rank: int = option(8, "LoRA rank", "int", minimum=1, maximum=1024)
-    scale: float = option(20.0, "LoRA scale (plays the role of PEFT's alpha/r)", "number", minimum=0, exclusive=True)
-    dropout: float = option(0.0, "LoRA dropout", "number", minimum=0, maximum=0.99)
-    layers: int = option(4, "adapt the last N transformer blocks", "int", minimum=1)
+    batch_size: int = option(1, "examples per step", "int", minimum=1, trajectory=True)
+    lr: float = option(5e-5, "Adam learning rate", "number", minimum=0, exclusive=True, metavar="RATE", trajectory=True)
+    warmup: int = option(0, "raise the learning rate linearly from 0 over the first N steps (0: none)", "int", minimum=0, trajectory=True)
+    rank: int = option(8, "LoRA rank", "int", minimum=1, maximum=1024, trajectory=True)
+    scale: float = option(20.0, "LoRA scale (plays the role of PEFT's alpha/r)", "number", minimum=0, exclusive=True, trajectory=True)
+    dropout: float = option(0.0, "LoRA dropout", "number", minimum=0, maximum=0.99, trajectory=True)
+    layers: int = option(4, "adapt the last N transformer blocks", "int", minimum=1, trajectory=True)
     keys: Tuple[str, ...] = option(
         ("q_proj", "v_proj"),
         "layers inside a block to adapt (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj or paths such as self_attn.q_proj)",
         "list",
         items="string",
+        trajectory=True,
     )
-    grad_clip: float = option(1.0, "clip the gradient norm to this value (0 turns clipping off)", "number", minimum=0)
-    max_seq_length: int = option(2048, "truncate examples to this many tokens", "int", minimum=8)
-    seed: int = option(0, "random seed (LoRA initialisation, batch order)", "int", minimum=0)
+    grad_clip: float = option(1.0, "clip the gradient norm to this value (0 turns clipping off)", "number", minimum=0, trajectory=True)
+    max_seq_length: int = option(2048, "truncate examples to this many tokens", "int", minimum=8, trajectory=True)
+    seed: int = option(0, "random seed (LoRA initialisation, batch order)", "int", minimum=0, trajectory=True)
     save_every: int = option(100, "checkpoint every N steps (0: only at the end)", "int", minimum=0)
     resume: bool = option(False, "continue the run --name from its last checkpoint", "bool")
-    repeat: int = option(1, "repeat the training examples N times (small datasets)", "int", minimum=1)
+    repeat: int = option(1, "repeat the training examples N times (small datasets)", "int", minimum=1, trajectory=True)
     eval_prompts: Tuple[str, ...] = option((), "a prompt answered before and after training, shown side by side (repeatable)", "repeated", flag="eval", metavar="PROMPT")
     eval_max_tokens: int = option(40, "tokens generated for each --eval answer", "int", minimum=1)
     prefix_cache: bool = option(True, "turn off the frozen-prefix cache (train exactly like mlx-lm)", "bool", flag="no-prefix-cache", negated=True)
     prefix_cache_mb: Optional[int] = option(
         None, "memory budget of the frozen-prefix cache in MB; examples that do not fit are computed at every step (default 1024)", "int", minimum=0, metavar="MB"
     )
-    mask_prompt: bool = option(True, "train on the answers only (the prompt's tokens carry no loss)", "bool", flag=None)
+    mask_prompt: bool = option(True, "train on the answers only (the prompt's tokens carry no loss)", "bool", flag=None, trajectory=True)
     steps_per_report: int = option(1, "steps between progress events", "int", flag=None, minimum=1)
     steps_per_eval: Optional[int] = option(None, "steps between validation passes (null: a tenth of the steps when there is validation data)", "int", flag=None, minimum=1)
 
@@ -177,6 +179,11 @@ def parse(cls: Type[T], method: str, params: Mapping[str, Any]) -> T:
         if value is not None:
             values[name] = _check(method, name, spec_of(f), value)
     return cls(**values)  # type: ignore[call-arg]
+
+
+def trajectory_fields(cls: Type[Any]) -> Tuple[str, ...]:
+    """The options a resumed run must share with the run it resumes."""
+    return tuple(f.name for f in dataclasses.fields(cls) if spec_of(f).trajectory)
 
 
 def as_wire(options: Any) -> dict:

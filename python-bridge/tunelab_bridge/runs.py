@@ -127,11 +127,6 @@ def _step_of(line: str) -> int:
         return 0
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in _lines(path)]
-
 
 def run_info(run: RunDir) -> dict[str, Any]:
     info: dict[str, Any] = {

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from . import data as datasets
 from .checkpoints import Checkpoints
-from .options import TuneOptions, as_wire
+from .options import TuneOptions, as_wire, trajectory_fields
 from .protocol import BridgeError
 from .reporting import Emit, Reporter
 from .files import atomic_write_json, read_json, save_arrays
@@ -84,8 +84,9 @@ def _check_resume_matches(run: RunDir, params: Mapping[str, Any]) -> None:
     saved = (read_json(run.config) or {}).get("params")
     if not isinstance(saved, dict):
         return
-    fields = ("rank", "scale", "dropout", "layers", "keys", "lr", "batch_size", "seed", "repeat", "mask_prompt", "max_seq_length", "grad_clip")
-    changed = [f for f in fields if saved.get(f) != params[f]]
+    # A run saved before an option existed ran with its default.
+    defaults = as_wire(TuneOptions())
+    changed = [f for f in trajectory_fields(TuneOptions) if saved.get(f, defaults[f]) != params[f]]
     if changed:
         detail = ", ".join(f"{f} {saved.get(f)!r} -> {params[f]!r}" for f in changed)
         raise BridgeError("bad_config", f"--resume must use the settings the run started with ({detail}); pass the same flags or start a new run.")
@@ -117,6 +118,15 @@ class Prepared:
     trainable: int
     total: int
     started: float
+
+
+def _learning_rate(options: TuneOptions) -> Any:
+    """--lr, reached linearly from 0 over the first --warmup steps (MLX's own schedules)."""
+    import mlx.optimizers as optim
+
+    if not options.warmup:
+        return options.lr
+    return optim.join_schedules([optim.linear_schedule(0.0, options.lr, options.warmup), lambda _step: options.lr], [options.warmup])
 
 
 def _answers(ctx: TuneContext, evals: List[Dict[str, Any]], when: str) -> None:
@@ -159,7 +169,7 @@ def prepare(loaded: Any, adapters: Any, options: TuneOptions, ctx: TuneContext) 
     model.freeze()
     linear_to_lora_layers(model, options.layers, options.lora_parameters(tuple(keys)))
     model.train()
-    optimizer = optim.Adam(learning_rate=options.lr)
+    optimizer = optim.Adam(learning_rate=_learning_rate(options))
     budget = fast.DEFAULT_PREFIX_CACHE_MB if options.prefix_cache_mb is None else options.prefix_cache_mb
     fast_loss = fast.FastLossFn(model, fast.plan(model, fast.FastOptions(prefix_cache=options.prefix_cache, prefix_cache_mb=budget)))
     # The cache holds exactly the token rows the batches will carry, so a resumed run rebuilds the

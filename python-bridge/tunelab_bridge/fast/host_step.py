@@ -35,11 +35,11 @@ import mlx.nn as nn
 import numpy as np
 
 from ..parameter_slots import TrainableSlots
+from . import host_math
 from .anatomy import Anatomy
 from .frozen_linear import BLOCK_PROJECTIONS, FrozenLinear, base_linear
 from .fused_head import FusedHead
 from .host_attention import HostAttention
-from .host_math import rms_norm, rms_norm_backward, swiglu, swiglu_backward
 
 
 # Adapter gradients keyed by (id() of the LoRALinear, "lora_a" or "lora_b").
@@ -151,7 +151,7 @@ class HostStep:
             saved.append(state)
         rows_at = np.asarray(positions)
         rows = h.reshape(-1, dim)[rows_at]
-        normed, inv = rms_norm(rows, self.final_norm, self.final_eps)
+        normed, inv = host_math.rms_norm(rows, self.final_norm, self.final_eps)
         ce, d_ce_d_normed = self.head.compute(normed, np.asarray(targets), with_gradient)
         w = np.asarray(weights).astype(np.float32)
         count = np.float32(np.asarray(ntoks))
@@ -160,7 +160,7 @@ class HostStep:
             return loss, None
         d_normed = d_ce_d_normed * (w / count)[:, None]
         d_h = np.zeros((h.shape[0] * h.shape[1], dim), dtype=np.float32)
-        d_h[rows_at] = rms_norm_backward(rows, inv, self.final_norm, d_normed)
+        d_h[rows_at] = host_math.rms_norm_backward(rows, inv, self.final_norm, d_normed)
         d_h = d_h.reshape(h.shape)
         grads: Grads = {}
         for i in range(last, -1, -1):
@@ -171,7 +171,7 @@ class HostStep:
         batch, length, dim = h.shape
         span = length - start
         flat = h.reshape(-1, dim)
-        n1, inv1 = rms_norm(flat, block.input_norm, block.input_eps)
+        n1, inv1 = host_math.rms_norm(flat, block.input_norm, block.input_eps)
         n1_tail = n1.reshape(batch, length, dim)[:, start:].reshape(-1, dim) if start else n1
         q, q_a = block.q.forward(n1_tail)
         k, k_a = block.k.forward(n1)
@@ -180,10 +180,10 @@ class HostStep:
         attended = attended.reshape(batch * span, -1)
         o, o_a = block.o.forward(attended)
         h1 = h[:, start:].reshape(-1, dim) + o if start else flat + o
-        n2, inv2 = rms_norm(h1, block.post_norm, block.post_eps)
+        n2, inv2 = host_math.rms_norm(h1, block.post_norm, block.post_eps)
         gate, gate_a = block.gate.forward(n2)
         up, up_a = block.up.forward(n2)
-        activated, partials = swiglu(gate, up)
+        activated, partials = host_math.swiglu(gate, up)
         down, down_a = block.down.forward(activated)
         out = (h1 + down).reshape(batch, span, dim)
         if not keep:
@@ -201,10 +201,10 @@ class HostStep:
         length = span + start
         d_h1 = d_out.reshape(-1, dim)
         d_activated = block.down.backward(s["activated"], s["down_a"], d_h1, grads)
-        d_gate, d_up = swiglu_backward(s["partials"], d_activated)
+        d_gate, d_up = host_math.swiglu_backward(s["partials"], d_activated)
         d_n2 = block.gate.backward(s["n2"], s["gate_a"], d_gate, grads)
         d_n2 += block.up.backward(s["n2"], s["up_a"], d_up, grads)
-        d_h1 = d_h1 + rms_norm_backward(s["h1"], s["inv2"], block.post_norm, d_n2)
+        d_h1 = d_h1 + host_math.rms_norm_backward(s["h1"], s["inv2"], block.post_norm, d_n2)
         d_attended = block.o.backward(s["attended"], s["o_a"], d_h1, grads)
         d_q, d_k, d_v = block.attention.backward(d_attended.reshape(batch, span, -1), *s["attention"], start)
         d_q, d_k, d_v = d_q.reshape(batch * span, -1), d_k.reshape(batch * length, -1), d_v.reshape(batch * length, -1)
@@ -218,7 +218,7 @@ class HostStep:
         d_n1 += d_v_in
         d_n1 = d_n1.reshape(batch, length, dim)
         d_n1[:, start:] += d_n1_tail.reshape(batch, span, dim)
-        d_h = rms_norm_backward(s["flat"], s["inv1"], block.input_norm, d_n1.reshape(-1, dim)).reshape(batch, length, dim)
+        d_h = host_math.rms_norm_backward(s["flat"], s["inv1"], block.input_norm, d_n1.reshape(-1, dim)).reshape(batch, length, dim)
         d_h[:, start:] += d_h1.reshape(batch, span, dim)
         return d_h
 

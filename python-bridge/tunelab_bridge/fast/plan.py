@@ -47,7 +47,6 @@ KNOBS = tuple(f.name for f in fields(FastOptions) if f.name != "prefix_cache_mb"
 class FastPlan:
     anatomy: Optional[Anatomy]
     first_adapted_block: int
-    num_blocks: int
     prefix_cache_bytes: int
     decided: Dict[str, Decision]
     # Where the vocabulary head's softmax runs when the fused kernel does not: NumPy on the CPU
@@ -82,7 +81,7 @@ def plan(model: nn.Module, options: Optional[FastOptions] = None) -> FastPlan:
     options = options or FastOptions()
     anatomy, why_not = recognise(model)
     if anatomy is None:
-        return FastPlan(None, 0, 0, 0, _off(why_not))
+        return FastPlan(None, 0, 0, _off(why_not))
     blocks = anatomy.blocks
     adapted = [i for i, b in enumerate(blocks) if decide.has_trainable(b)]
     first = adapted[0] if adapted else len(blocks)
@@ -106,7 +105,6 @@ def plan(model: nn.Module, options: Optional[FastOptions] = None) -> FastPlan:
     return FastPlan(
         anatomy=anatomy,
         first_adapted_block=first,
-        num_blocks=len(blocks),
         prefix_cache_bytes=int(max(0.0, options.prefix_cache_mb) * 2**20),
         decided={name: d[name] for name in KNOBS},
         host_softmax=on_cpu,

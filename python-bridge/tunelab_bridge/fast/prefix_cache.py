@@ -40,9 +40,6 @@ class PrefixCacheStats:
         return dict(self.__dict__)
 
 
-def sequence_key(tokens: Sequence[int] | np.ndarray) -> bytes:
-    return np.asarray(tokens, dtype=np.int32).tobytes()
-
 
 class PrefixCache:
     def __init__(self, runner: BlockRunner, stop_block: int, budget_bytes: int):
