@@ -90,7 +90,7 @@ def main() -> None:
         result["optimisations"] = plan.summary()
         result["prefix_cache"] = stats.as_dict() if stats else None
         from tunelab_bridge.allocator import keep_freed_memory
-        from tunelab_bridge.training import OptimizerStep
+        from tunelab_bridge.steps import OptimizerStep
 
         keep_freed_memory()  # as the bridge does at start-up
         step = OptimizerStep(model, optimizer, 1.0)

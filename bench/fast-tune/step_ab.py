@@ -36,7 +36,7 @@ from mlx_lm.tuner.utils import linear_to_lora_layers
 from tunelab_bridge import fast  # noqa: E402
 from tunelab_bridge.allocator import keep_freed_memory
 from tunelab_bridge.cache import cache_dir
-from tunelab_bridge.training import OptimizerStep
+from tunelab_bridge.steps import OptimizerStep
 
 ROOT = Path(__file__).resolve().parents[2]
 
