@@ -1,5 +1,6 @@
 import type { ProgressEvent, ValEvent } from "./types.js";
 
+
 /**
  * The bridge's events, typed: each is checked when it arrives (docs/bridge-protocol.md), so a
  * magic never reads a field the bridge did not send. An event of another shape is dropped, not
@@ -19,14 +20,19 @@ type Data = Record<string, unknown>;
 const isNumber = (v: unknown): v is number => typeof v === "number";
 const isString = (v: unknown): v is string => typeof v === "string";
 // Rates are null before the first timed step (and JSON has no NaN): numbers or null.
-const isRate = (v: unknown): boolean => v === null || isNumber(v);
+const isRate = (v: unknown): v is number | null => v === null || isNumber(v);
+
+function progress(d: Data): TuneEvent | null {
+  const { step, iters, loss, trained_tokens, elapsed_s, lr, it_per_s, tokens_per_s, peak_memory_gb } = d;
+  if (!isNumber(step) || !isNumber(iters) || !isNumber(loss) || !isNumber(trained_tokens) || !isNumber(elapsed_s)) return null;
+  if (!isNumber(lr) || !isNumber(peak_memory_gb) || !isRate(it_per_s) || !isRate(tokens_per_s)) return null;
+  return { event: "progress", data: { step, iters, loss, trained_tokens, elapsed_s, lr, peak_memory_gb, it_per_s, tokens_per_s } };
+}
 
 export function tuneEvent(event: string, data: Data): TuneEvent | null {
   switch (event) {
     case "progress":
-      return ["step", "iters", "loss", "trained_tokens", "elapsed_s"].every((k) => isNumber(data[k])) && ["lr", "it_per_s", "tokens_per_s", "peak_memory_gb"].every((k) => isRate(data[k]))
-        ? { event, data: data as unknown as ProgressEvent }
-        : null;
+      return progress(data);
     case "val":
       return isNumber(data.step) && isNumber(data.val_loss) ? { event, data: { step: data.step, val_loss: data.val_loss } } : null;
     case "phase":

@@ -96,8 +96,9 @@ export interface ProgressEvent {
   iters: number;
   loss: number;
   lr: number;
-  it_per_s: number;
-  tokens_per_s: number;
+  /** null before a timed step closes the first report's window. */
+  it_per_s: number | null;
+  tokens_per_s: number | null;
   trained_tokens: number;
   peak_memory_gb: number;
   elapsed_s: number;

@@ -54,12 +54,12 @@ export function lossFigure(history: ProgressEvent[], valHistory: ValEvent[], ite
 }
 
 export function progressLine(p: ProgressEvent): string {
-  const remaining = p.it_per_s > 0 ? (p.iters - p.step) / p.it_per_s : NaN;
+  const remaining = p.it_per_s ? (p.iters - p.step) / p.it_per_s : NaN;
   return [
     `step ${p.step}/${p.iters}`,
     `loss ${formatNumber(p.loss)}`,
-    `${formatNumber(p.it_per_s)} it/s`,
-    `${formatNumber(Math.round(p.tokens_per_s))} tokens/s`,
+    p.it_per_s === null ? "" : `${formatNumber(p.it_per_s)} it/s`,
+    p.tokens_per_s === null ? "" : `${formatNumber(Math.round(p.tokens_per_s))} tokens/s`,
     Number.isFinite(remaining) && remaining > 0 ? `ETA ${formatDuration(remaining)}` : "",
     `peak ${formatNumber(p.peak_memory_gb)} GB`,
   ]
