@@ -92,7 +92,7 @@ describe("built-in magics", () => {
     const outcome = await runLine("%lsmagic");
     expect(outcome.showsResult).toBe(true);
     const list = outcome.value as MagicListing[];
-    expect(list.map((m) => m.name)).toEqual(["bench", "env", "generate", "lsmagic", "time", "tune"]);
+    expect(list.map((m) => m.name)).toEqual(["bench", "env", "generate", "lsmagic", "tb", "time", "tune"]);
     expect(list.find((m) => m.name === "tune")).toEqual({ name: "tune", line: "%tune", cell: "%%tune", summary: "Fine-tune a model with LoRA." });
     expect(list.find((m) => m.name === "bench")).toMatchObject({ line: null, cell: "%%bench" });
     const shown = toDisplayOutput(list);
@@ -160,7 +160,7 @@ describe("completion and inspection", () => {
   const names = (code: string, cursor = code.length) => registry.complete(code, cursor);
 
   it("completes magic names after % and %%", () => {
-    expect(names("%t")).toEqual({ matches: ["%%time", "%%tune", "%time", "%tune"].filter((m) => m.startsWith("%t")), cursorStart: 0, cursorEnd: 2 });
+    expect(names("%t")).toEqual({ matches: ["%%time", "%%tune", "%tb", "%time", "%tune"].filter((m) => m.startsWith("%t")), cursorStart: 0, cursorEnd: 2 });
     expect(names("%%t")?.matches).toEqual(["%%time", "%%tune"]);
     expect(names("const a = 1;\n  %ls")).toEqual({ matches: ["%lsmagic"], cursorStart: 15, cursorEnd: 18 });
     expect(names("%%b")?.matches).toEqual(["%%bench"]);
