@@ -2,6 +2,9 @@
 
 import type { DataSource } from "./types.js";
 
+/** A file the kernel read for the bridge: where it came from, and its text. */
+export type FileText = DataSource;
+
 /** The fast path's knobs as TuneResult.optimisations names them (FastOptions in python-bridge/tunelab_bridge/fast/plan.py). */
 export type OptimisationName = "prefix_cache" | "loss_head" | "tail_queries" | "trim_padding" | "host_activations" | "fused_head" | "native_linears" | "host_attention" | "host_step" | "compile";
 
@@ -51,6 +54,12 @@ export interface TuneParams {
   prefix_cache?: boolean;
   /** memory budget of the frozen-prefix cache in MB; examples that do not fit are computed at every step (default 1024) */
   prefix_cache_mb?: number | null;
+  /** train data-parallel in N processes on this machine (mlx.launch, ring backend over loopback); --batch-size must split over them (default 1) */
+  processes?: number;
+  /** train data-parallel across the machines of an mlx.launch hostfile (JSON), started from the bridge's machine; --batch-size must split over them */
+  hosts?: FileText | null;
+  /** mlx.launch's backend for --processes/--hosts: ring (TCP, every CPU), mpi, jaccl (RDMA over Thunderbolt 5), nccl (CUDA) (default "ring") */
+  backend?: string;
   /** train on the answers only (the prompt's tokens carry no loss) (default true) */
   mask_prompt?: boolean;
   /** steps between progress events (default 1) */
@@ -75,6 +84,20 @@ export interface GenerateParams {
   seed?: number | null;
   /** system prompt (default: the model's own) */
   system?: string | null;
+  /** model directory or name (default: the loaded one, else the embedded SmolLM2) */
+  model?: string | null;
+}
+
+/** The params of the bridge's `sync_cost` method (SyncCostOptions); a field left out takes the bridge's default. */
+export interface SyncCostParams {
+  /** processes in the group (mlx.launch, ring backend over loopback) (default 2) */
+  processes?: number;
+  /** LoRA rank of the adapter whose gradients are measured (default 8) */
+  rank?: number;
+  /** adapted blocks (the last N), as %tune --layers (default 4) */
+  layers?: number;
+  /** timed all-reduces of each size (their median is shown) (default 3) */
+  reps?: number;
   /** model directory or name (default: the loaded one, else the embedded SmolLM2) */
   model?: string | null;
 }

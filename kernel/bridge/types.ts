@@ -136,6 +136,9 @@ export interface TuneResult {
   evals: EvalPair[];
   model: ModelInfo;
   blas: BlasInfo;
+  /** Set for a data-parallel run (--processes, --hosts): how many processes trained, over which backend. */
+  processes?: number;
+  backend?: string;
   /** Which speed-ups the run used; each one is switched off, with the reason, where it would not be exact. */
   optimisations: Partial<Record<OptimisationName, Optimisation>>;
 }

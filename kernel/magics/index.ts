@@ -4,6 +4,7 @@ import { tuneMagic } from "./tune.js";
 import { generateMagic } from "./generate.js";
 import { adaptersMagic } from "./adapters.js";
 import { aneMagics } from "./ane.js";
+import { syncCostMagic } from "./distributed.js";
 
 /** Every magic family of the kernel, one import per family file. */
-export const MAGICS: MagicSpec<FlagMap>[] = [...builtinMagics, tuneMagic, generateMagic, adaptersMagic, ...aneMagics];
+export const MAGICS: MagicSpec<FlagMap>[] = [...builtinMagics, tuneMagic, generateMagic, adaptersMagic, syncCostMagic, ...aneMagics];

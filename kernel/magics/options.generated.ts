@@ -1,6 +1,6 @@
 // Written by `npm run generate` from python-bridge/tunelab_bridge/options.py; edit that file, not this one.
 
-import type { GenerateParams, TuneParams } from "../bridge/params.generated.js";
+import type { FileText, GenerateParams, SyncCostParams, TuneParams } from "../bridge/params.generated.js";
 import { flag, type ArgsOf } from "./schema.js";
 
 /** How a magic turns the flags whose values need the notebook into wire fields. */
@@ -8,6 +8,8 @@ export interface WireResolvers<Data = never> {
   /** A path is resolved against the notebook; anything else is a name for the bridge. */
   model(value: string | undefined): string | null;
   data(value: string | undefined): Data;
+  /** A file read by the kernel and sent as text, or null when the flag is not given. */
+  file(value: string | undefined, flag: string): FileText | null;
 }
 
 /** %tune's flags: TuneOptions in python-bridge/tunelab_bridge/options.py. */
@@ -34,6 +36,9 @@ export const TUNE_FLAGS = {
   evalMaxTokens: flag.int({ help: "tokens generated for each --eval answer", default: 40, min: 1 }),
   noPrefixCache: flag.boolean({ help: "turn off the frozen-prefix cache (train exactly like mlx-lm)" }),
   prefixCacheMb: flag.int({ help: "memory budget of the frozen-prefix cache in MB; examples that do not fit are computed at every step (default 1024)", min: 0, metavar: "MB" }),
+  processes: flag.int({ help: "train data-parallel in N processes on this machine (mlx.launch, ring backend over loopback); --batch-size must split over them", default: 1, min: 1, max: 64 }),
+  hosts: flag.string({ help: "train data-parallel across the machines of an mlx.launch hostfile (JSON), started from the bridge's machine; --batch-size must split over them", metavar: "FILE" }),
+  backend: flag.string({ help: "mlx.launch's backend for --processes/--hosts: ring (TCP, every CPU), mpi, jaccl (RDMA over Thunderbolt 5), nccl (CUDA)", default: "ring", choices: ["ring", "mpi", "jaccl", "nccl"] }),
 };
 
 /** What %tune's flags put on the wire: every field they set, defaults applied. */
@@ -64,6 +69,9 @@ export function tuneParams(args: ArgsOf<typeof TUNE_FLAGS>, resolve: WireResolve
     eval_max_tokens: args.evalMaxTokens,
     prefix_cache: !args.noPrefixCache,
     prefix_cache_mb: args.prefixCacheMb ?? null,
+    processes: args.processes,
+    hosts: resolve.file(args.hosts, "hosts"),
+    backend: args.backend,
   };
 }
 
@@ -90,6 +98,29 @@ export function generateParams(args: ArgsOf<typeof GENERATE_FLAGS>, resolve: Pic
     top_p: args.topP,
     seed: args.seed ?? null,
     system: args.system ?? null,
+    model: resolve.model(args.model),
+  };
+}
+
+/** %sync_cost's flags: SyncCostOptions in python-bridge/tunelab_bridge/options.py. */
+export const SYNC_COST_FLAGS = {
+  processes: flag.int({ help: "processes in the group (mlx.launch, ring backend over loopback)", default: 2, min: 2, max: 64 }),
+  rank: flag.int({ help: "LoRA rank of the adapter whose gradients are measured", default: 8, min: 1, max: 1024 }),
+  layers: flag.int({ help: "adapted blocks (the last N), as %tune --layers", default: 4, min: 1 }),
+  reps: flag.int({ help: "timed all-reduces of each size (their median is shown)", default: 3, min: 1, max: 100 }),
+  model: flag.string({ help: "model directory or name (default: the loaded one, else the embedded SmolLM2)", metavar: "PATH" }),
+};
+
+/** What %sync_cost's flags put on the wire: every field they set, defaults applied. */
+export type SyncCostFlagParams = Required<SyncCostParams>;
+
+/** The wire fields %sync_cost's flags set. */
+export function syncCostParams(args: ArgsOf<typeof SYNC_COST_FLAGS>, resolve: Pick<WireResolvers, "model">): SyncCostFlagParams {
+  return {
+    processes: args.processes,
+    rank: args.rank,
+    layers: args.layers,
+    reps: args.reps,
     model: resolve.model(args.model),
   };
 }

@@ -48,3 +48,11 @@ export function readCellBody(body: string): TuneData {
   if (body.trim() === "") throw new UsageError("The %%tune cell has no examples; put one JSON example per line below the %%tune line, or use %tune --data FILE.");
   return { train: { source: "cell", text: body }, valid: null };
 }
+
+/** A flag naming one file the bridge needs the text of (e.g. `--hosts`, an mlx.launch hostfile). */
+export function readFileFlag(flag: string, value: string | undefined, cwd: string): DataSource | null {
+  if (value === undefined) return null;
+  const path = resolve(cwd, value);
+  if (!existsSync(path) || statSync(path).isDirectory()) throw new UsageError(`--${flag}: there is no file at ${path}; give the path of the file.`);
+  return source(path, cwd);
+}

@@ -87,7 +87,8 @@ export class TuneView {
 
   private describeRun(model: string): string {
     const p = this.params;
-    return `${model} · LoRA rank ${p.rank}, scale ${p.scale} on the last ${p.layers} blocks (${shortKeys(p.keys)}) · lr ${formatNumber(p.lr)} · ${p.iters} steps`;
+    const group = p.hosts ? ` · data-parallel over the hosts of ${p.hosts.source} (${p.backend})` : p.processes > 1 ? ` · data-parallel over ${p.processes} processes (${p.backend})` : "";
+    return `${model} · LoRA rank ${p.rank}, scale ${p.scale} on the last ${p.layers} blocks (${shortKeys(p.keys)}) · lr ${formatNumber(p.lr)} · ${p.iters} steps${group}`;
   }
 
   header(status: BridgeStatus): void {
@@ -178,6 +179,7 @@ export function summaryTable(o: TuneOutcome) {
   const rows: Array<[string, unknown]> = [
     ["status", o.status],
     ["steps", `${o.steps} / ${o.iters}`],
+    ...(o.processes ? [["processes", `${o.processes} (${o.backend}, gradients all-reduced, weighted by tokens)`] as [string, unknown]] : []),
     ["training time", formatDuration(o.train_seconds)],
     ["total time", formatDuration(o.seconds)],
     ["it/s", o.it_per_s],

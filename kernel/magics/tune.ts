@@ -4,7 +4,7 @@ import type { ProgressEvent, ValEvent } from "../bridge/types.js";
 import { bridgeFor, modelArg } from "./bridge-context.js";
 import { TUNE_FLAGS, tuneParams, type TuneFlagParams } from "./options.generated.js";
 import { defineMagic, type MagicContext } from "./schema.js";
-import { readCellBody, readDataFlag } from "./tune-data.js";
+import { readCellBody, readDataFlag, readFileFlag } from "./tune-data.js";
 import { TuneView, type TuneOutcome } from "./tune-view.js";
 
 export type { TuneOutcome } from "./tune-view.js";
@@ -33,6 +33,7 @@ export const tuneMagic = defineMagic({
     const params = tuneParams(args, {
       model: (value) => modelArg(value, ctx.cwd),
       data: (value) => (body !== undefined ? readCellBody(body) : readDataFlag(value!, ctx.cwd)),
+      file: (value, flag) => readFileFlag(flag, value, ctx.cwd),
     });
     return runTune(bridgeFor(ctx), params, ctx);
   },

@@ -1,9 +1,6 @@
 """`python -m tunelab_bridge serve --listen ENDPOINT --runs-dir DIR [...]` and `... keys DIR NAME`.
 
-Native code is settled before anything else: the crash reporter first (so a native fault names
-its library), then the BLAS, chosen and loaded before MLX is imported (libmlx binds its BLAS
-symbols when it loads), then the host kernels' check on this CPU, all before any thread starts
-(the checks run in forked children).
+Native code is settled before anything else (startup.py): the BLAS must be loaded before MLX.
 """
 
 from __future__ import annotations
@@ -12,16 +9,6 @@ import argparse
 import os
 import sys
 from pathlib import Path
-
-
-def _settle_native_code() -> None:
-    from . import blas, crash_report
-
-    crash_report.install()
-    blas.activate()
-    from .fast import host_kernels  # imports MLX: after the BLAS
-
-    host_kernels.prepare()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"public key: {public}\nsecret key: {secret}")
         return 0
 
-    _settle_native_code()
+    from .startup import settle_native_code
+
+    settle_native_code()
     from .allocator import keep_freed_memory
 
     keep_freed_memory()

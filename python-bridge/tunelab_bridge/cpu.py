@@ -116,11 +116,19 @@ def fingerprint(extra: Optional[object] = None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# A smaller thread budget than the cores: set for each of several training processes that share
+# one machine (distributed.py), so that together they use its cores once.
+THREADS_ENV = "TUNELAB_THREADS"
+
+
 def usable_cores() -> int:
     """Cores this process may run on: its affinity mask, which a container or `taskset` narrows
-    below os.cpu_count(). Every thread pool in the bridge (OpenBLAS, the host kernels) sizes itself
-    from this one number, so they never oversubscribe the cores they share."""
+    below os.cpu_count(), or TUNELAB_THREADS where that is smaller. Every thread pool in the bridge
+    (OpenBLAS, the host kernels) sizes itself from this one number, so they never oversubscribe
+    the cores they share."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    budget = os.environ.get(THREADS_ENV, "")
+    return max(1, min(cores, int(budget))) if budget.isdigit() else cores

@@ -125,8 +125,10 @@ class Batches:
         permutation = np.random.default_rng([self.seed, epoch]).permutation(len(self.groups))
         return self.groups[int(permutation[position])]
 
-    def batch(self, step: int) -> tuple[Any, Any]:
-        return self.collate([self.examples[i] for i in self.indices(step)])
+    def batch(self, step: int, world: Any = None) -> tuple[Any, Any]:
+        """Batch `step`, or this rank's share of it (world.World.shard) when training in a group."""
+        chosen = [self.examples[i] for i in self.indices(step)]
+        return self.collate(world.shard(chosen) if world is not None and world.size > 1 else chosen)
 
     def collate(self, chosen: Sequence[Example]) -> tuple[Any, Any]:
         """(tokens [B, T], lengths [B, 2] = (loss start, length)) padded like mlx-lm's batches."""

@@ -23,8 +23,9 @@ from .protocol import BridgeError
 # What the kernel does with a flag's value before it goes on the wire:
 #   int, number, string, bool, list (comma-separated), repeated (the flag given several times):
 #   as parsed; model: a path is resolved against the notebook (else a name for the bridge);
-#   data: the file(s) are read and sent as text ({"train": {source, text}, "valid": ... | null}).
-KINDS = ("int", "number", "string", "bool", "list", "repeated", "model", "data")
+#   data: the file(s) are read and sent as text ({"train": {source, text}, "valid": ... | null});
+#   file: one file read and sent as text ({source, text}), so a bridge elsewhere needs no shared disk.
+KINDS = ("int", "number", "string", "bool", "list", "repeated", "model", "data", "file")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class Spec:
     negated: bool = False
     #: It shapes the training trajectory: a resumed run must use the value the run started with.
     trajectory: bool = False
+    #: The only values a string option takes.
+    choices: Optional[Tuple[str, ...]] = None
 
 
 def option(default: Any, help: str, kind: str, *, flag: Optional[str] = "", **limits: Any) -> Any:
@@ -99,6 +102,13 @@ class TuneOptions:
     prefix_cache_mb: Optional[int] = option(
         None, "memory budget of the frozen-prefix cache in MB; examples that do not fit are computed at every step (default 1024)", "int", minimum=0, metavar="MB"
     )
+    processes: int = option(
+        1, "train data-parallel in N processes on this machine (mlx.launch, ring backend over loopback); --batch-size must split over them", "int", minimum=1, maximum=64
+    )
+    hosts: Optional[Mapping[str, Any]] = option(
+        None, "train data-parallel across the machines of an mlx.launch hostfile (JSON), started from the bridge's machine; --batch-size must split over them", "file", metavar="FILE"
+    )
+    backend: str = option("ring", "mlx.launch's backend for --processes/--hosts: ring (TCP, every CPU), mpi, jaccl (RDMA over Thunderbolt 5), nccl (CUDA)", "string", choices=("ring", "mpi", "jaccl", "nccl"))
     mask_prompt: bool = option(True, "train on the answers only (the prompt's tokens carry no loss)", "bool", flag=None, trajectory=True)
     steps_per_report: int = option(1, "steps between progress events", "int", flag=None, minimum=1)
     steps_per_eval: Optional[int] = option(None, "steps between validation passes (null: a tenth of the steps when there is validation data)", "int", flag=None, minimum=1)
@@ -121,7 +131,18 @@ class GenerateOptions:
     model: Optional[str] = option(None, "model directory or name (default: the loaded one, else the embedded SmolLM2)", "model", metavar="PATH")
 
 
-MAGICS = {"tune": TuneOptions, "generate": GenerateOptions}
+@dataclass(frozen=True)
+class SyncCostOptions:
+    """%sync_cost: what one data-parallel step costs to synchronise, LoRA vs full gradients."""
+
+    processes: int = option(2, "processes in the group (mlx.launch, ring backend over loopback)", "int", minimum=2, maximum=64)
+    rank: int = option(8, "LoRA rank of the adapter whose gradients are measured", "int", minimum=1, maximum=1024)
+    layers: int = option(4, "adapted blocks (the last N), as %tune --layers", "int", minimum=1)
+    reps: int = option(3, "timed all-reduces of each size (their median is shown)", "int", minimum=1, maximum=100)
+    model: Optional[str] = option(None, "model directory or name (default: the loaded one, else the embedded SmolLM2)", "model", metavar="PATH")
+
+
+MAGICS = {"tune": TuneOptions, "generate": GenerateOptions, "sync_cost": SyncCostOptions}
 
 T = TypeVar("T")
 
@@ -140,6 +161,8 @@ def _check(method: str, name: str, spec: Spec, value: Any) -> Any:
     if kind in ("string", "model"):
         if not isinstance(value, str):
             raise bad("a string")
+        if spec.choices and value not in spec.choices:
+            raise bad(f"one of {', '.join(spec.choices)}")
         return value
     if kind == "bool":
         if not isinstance(value, bool):
@@ -148,6 +171,10 @@ def _check(method: str, name: str, spec: Spec, value: Any) -> Any:
     if kind == "data":
         if not isinstance(value, dict):
             raise bad('an object {"train": {"source", "text"}, "valid": ... or null}')
+        return value
+    if kind == "file":
+        if not isinstance(value, dict) or not isinstance(value.get("text"), str):
+            raise bad('an object {"source", "text"}')
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise bad("an integer" if kind == "int" else "a number")

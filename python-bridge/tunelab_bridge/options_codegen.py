@@ -27,6 +27,10 @@ def _camel(flag: str) -> str:
     return head + "".join(word[:1].upper() + word[1:] for word in rest)
 
 
+def _pascal(magic: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in magic.split("_"))
+
+
 def _ts(value: Any) -> str:
     if isinstance(value, tuple):
         value = list(value)
@@ -36,7 +40,7 @@ def _ts(value: Any) -> str:
 def _flag_call(spec: Spec, default: Any) -> str:
     parts = [f"help: {_ts(spec.help)}"]
     # Booleans are false unless given, and repeated flags start empty: neither takes a default.
-    if default is not None and spec.kind not in ("bool", "repeated", "model", "data"):
+    if default is not None and spec.kind not in ("bool", "repeated", "model", "data", "file"):
         parts.append(f"default: {_ts(default)}")
     if spec.minimum is not None:
         parts.append(f"min: {_ts(spec.minimum)}")
@@ -46,8 +50,10 @@ def _flag_call(spec: Spec, default: Any) -> str:
         parts.append("exclusiveMin: true")
     if spec.metavar:
         parts.append(f"metavar: {_ts(spec.metavar)}")
+    if spec.choices:
+        parts.append(f"choices: {_ts(spec.choices)}")
     body = "{ " + ", ".join(parts) + " }"
-    if spec.kind in ("string", "model", "data"):
+    if spec.kind in ("string", "model", "data", "file"):
         return f"flag.string({body})"
     if spec.kind == "int":
         return f"flag.int({body})"
@@ -71,6 +77,8 @@ def _wire_value(spec: Spec, default: Any) -> str:
         return f"resolve.model({arg})"
     if spec.kind == "data":
         return f"resolve.data({arg})"
+    if spec.kind == "file":
+        return f"resolve.file({arg}, {_ts(spec.flag)})"
     if spec.negated:
         return f"!{arg}"
     if spec.kind in ("list", "repeated"):
@@ -82,7 +90,7 @@ def _wire_value(spec: Spec, default: Any) -> str:
 def flags_file() -> str:
     lines = [
         HEADER,
-        'import type { GenerateParams, TuneParams } from "../bridge/params.generated.js";',
+        f'import type {{ FileText, {", ".join(sorted(_pascal(m) + "Params" for m in MAGICS))} }} from "../bridge/params.generated.js";',
         'import { flag, type ArgsOf } from "./schema.js";',
         "",
         "/** How a magic turns the flags whose values need the notebook into wire fields. */",
@@ -90,12 +98,14 @@ def flags_file() -> str:
         "  /** A path is resolved against the notebook; anything else is a name for the bridge. */",
         "  model(value: string | undefined): string | null;",
         "  data(value: string | undefined): Data;",
+        "  /** A file read by the kernel and sent as text, or null when the flag is not given. */",
+        "  file(value: string | undefined, flag: string): FileText | null;",
         "}",
         "",
     ]
     for magic, cls in MAGICS.items():
         upper = magic.upper()
-        params = f"{magic[:1].upper()}{magic[1:]}Params"
+        params = f"{_pascal(magic)}Params"
         options = _options(cls)
         lines.append(f"/** %{magic}'s flags: {cls.__name__} in python-bridge/tunelab_bridge/options.py. */")
         lines.append(f"export const {upper}_FLAGS = {{")
@@ -114,7 +124,7 @@ def flags_file() -> str:
         lines.append("")
         others = f" ({', '.join(kernel_set)}: the magic's own business)" if kernel_set else ""
         lines.append(f"/** The wire fields %{magic}'s flags set{others}. */")
-        lines.append(f"export function {magic}Params(args: ArgsOf<typeof {upper}_FLAGS>, resolve: {resolvers}): {returned} {{")
+        lines.append(f"export function {_camel(magic.replace('_', '-'))}Params(args: ArgsOf<typeof {upper}_FLAGS>, resolve: {resolvers}): {returned} {{")
         lines.append("  return {")
         for f, spec in options:
             if spec.flag:
@@ -135,6 +145,7 @@ def _ts_type(spec: Spec, default: Any) -> str:
         "list": "string[]",
         "repeated": "string[]",
         "data": "{ train: DataSource; valid: DataSource | null }",
+        "file": "FileText",
     }[spec.kind]
     return f"{base} | null" if default is None and spec.kind != "data" else base
 
@@ -143,11 +154,14 @@ def params_file() -> str:
     from .fast.plan import KNOBS
 
     lines = [HEADER, 'import type { DataSource } from "./types.js";', ""]
+    lines.append("/** A file the kernel read for the bridge: where it came from, and its text. */")
+    lines.append("export type FileText = DataSource;")
+    lines.append("")
     lines.append("/** The fast path's knobs as TuneResult.optimisations names them (FastOptions in python-bridge/tunelab_bridge/fast/plan.py). */")
     lines.append(f"export type OptimisationName = {' | '.join(_ts(k) for k in KNOBS)};")
     lines.append("")
     for magic, cls in MAGICS.items():
-        name = f"{magic[:1].upper()}{magic[1:]}Params"
+        name = f"{_pascal(magic)}Params"
         lines.append(f"/** The params of the bridge's `{magic}` method ({cls.__name__}); a field left out takes the bridge's default. */")
         lines.append(f"export interface {name} {{")
         for f, spec in _options(cls):

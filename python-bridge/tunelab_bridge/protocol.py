@@ -26,6 +26,7 @@ JOB_METHODS = frozenset(
         "adapters.unload",
         "adapters.switch",
         "bench.conv_stack",
+        "bench.sync_cost",
     }
 )
 

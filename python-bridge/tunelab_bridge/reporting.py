@@ -1,11 +1,12 @@
 """Where a run's numbers go: a `progress` event for the notebook and a line in metrics.jsonl,
 every `steps_per_report` steps, averaged over the steps since the last report (the reporter
-keeps those windows); validation losses likewise."""
+keeps those windows); validation losses likewise. Only one process of a group reports
+(metrics None on the others)."""
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 from .runs import MetricsLog
 from .steps import StepOutcome
@@ -14,7 +15,7 @@ Emit = Callable[[str, Mapping[str, Any]], None]
 
 
 class Reporter:
-    def __init__(self, emit: Emit, metrics: MetricsLog, *, iters: int, steps_per_report: int, started: float):
+    def __init__(self, emit: Emit, metrics: Optional[MetricsLog], *, iters: int, steps_per_report: int, started: float):
         self.emit = emit
         self.metrics = metrics
         self.iters = iters
@@ -43,9 +44,11 @@ class Reporter:
             "peak_memory_gb": mx.get_peak_memory() / 1e9,
             "elapsed_s": time.perf_counter() - self.started,
         }
-        self.metrics.write({"type": "train", **info})
+        if self.metrics is not None:
+            self.metrics.write({"type": "train", **info})
         self.emit("progress", info)
 
     def val(self, step: int, val_loss: float) -> None:
-        self.metrics.write({"type": "val", "step": step, "val_loss": val_loss})
+        if self.metrics is not None:
+            self.metrics.write({"type": "val", "step": step, "val_loss": val_loss})
         self.emit("val", {"step": step, "val_loss": val_loss})

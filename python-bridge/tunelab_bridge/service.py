@@ -78,6 +78,7 @@ class Service:
             "adapters.unload": self._adapters_unload,
             "adapters.switch": self._adapters_switch,
             "bench.conv_stack": self._bench_conv_stack,
+            "bench.sync_cost": self._bench_sync_cost,
         }[job.method]
         return handler(job)
 
@@ -126,6 +127,8 @@ class Service:
             blas=self.blas,
         )
         try:
+            if options.processes > 1 or options.hosts:
+                return self._tune_in_group(options, loaded, context)
             return tune(loaded, self.adapters, options, context)
         except Exception:
             # Past its checks, tune stripped the adapters (layout None) and built fresh LoRA
@@ -134,6 +137,32 @@ class Service:
             if self.adapters.layout is None:
                 self.adapters.strip()
             raise
+
+    def _tune_in_group(self, options: Any, loaded: Any, context: Any) -> Mapping[str, Any]:
+        """Data-parallel training through mlx.launch (distributed.py): the ranks train and rank 0
+        saves; this bridge answers the --eval prompts before and after with its own model, and
+        makes the trained adapter the active one, as a one-process run does."""
+        from . import distributed
+        from .files import atomic_write_json
+        from .runs import RunDir, check_run_name, default_run_name
+        from .training import answer_evals
+
+        if not options.name:
+            from dataclasses import replace
+
+            options = replace(options, name=default_run_name())
+        self.adapters.strip()
+        evals = answer_evals(context, options.eval_prompts, "before")
+        result = dict(distributed.run(options, str(loaded.path), self.runs_dir, context.emit, context.cancelled, self.blas))
+        if result.get("status") != "diverged":
+            self.adapters.load(result["name"])
+            self.adapters.switch(result["name"])
+        if result.get("status") == "completed":
+            answer_evals(context, options.eval_prompts, "after", evals)
+        result["evals"] = evals
+        result["model"] = loaded.info  # the ranks loaded it by path; this is the bridge's own description
+        atomic_write_json(RunDir(self.runs_dir / check_run_name(options.name)).result, result)
+        return result
 
     def _generate(self, job: Job) -> Mapping[str, Any]:
         from .generation import Sampling, generate
@@ -182,3 +211,18 @@ class Service:
         from .conv_bench import run_conv_bench
 
         return run_conv_bench(job.params, job.emit, lambda: job.cancelled, self.blas)
+
+    def _bench_sync_cost(self, job: Job) -> Mapping[str, Any]:
+        import tempfile
+
+        from . import distributed
+        from .sync_bench import parameters
+
+        p = parameters(job.params)
+        loaded = self._model(job, p["model"])
+        with tempfile.TemporaryDirectory(prefix="tunelab-sync-") as work:
+            payload = {**p, "model_path": str(loaded.path)}
+            code, output, stderr = distributed.launch("sync", payload, ranks=p["processes"], backend="ring", hostfile=None, work=Path(work), emit=job.emit, cancelled=lambda: job.cancelled)
+        if output.result is None:
+            raise BridgeError("rank_failed", f"the sync-cost measurement did not finish (exit code {code}).", stderr[-4000:] or None)
+        return output.result

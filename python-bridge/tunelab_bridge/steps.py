@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Tuple
 
 from .parameter_slots import TrainableSlots
+
+
+Reduce = Callable[[Any, Any, Any], Tuple[Any, Any, Any]]
 
 
 @dataclass
@@ -58,11 +61,14 @@ class OptimizerStep:
         mx.eval(self._trainable.arrays(), self._optimizer.state)
 
 
-def train_step(step: OptimizerStep, loss_and_grad: Callable[..., Any], model: Any, batch: tuple[Any, Any]) -> StepOutcome:
-    """One optimizer step; the update is skipped when the loss or gradients are not finite."""
+def train_step(step: OptimizerStep, loss_and_grad: Callable[..., Any], model: Any, batch: tuple[Any, Any], reduce: Optional[Reduce] = None) -> StepOutcome:
+    """One optimizer step; the update is skipped when the loss or gradients are not finite.
+    `reduce` turns this process's (loss, ntoks, grads) into the group's (world.World.reduce)."""
     import mlx.core as mx
 
     (loss, ntoks), grads = loss_and_grad(model, *batch)
+    if reduce is not None:
+        loss, ntoks, grads = reduce(loss, ntoks, grads)
     grads, norm = step.clip(grads)
     mx.eval(loss, ntoks, norm, grads)
     outcome = StepOutcome(float(loss.item()), int(ntoks.item()), float(norm.item()))

@@ -27,6 +27,7 @@ from .files import atomic_write_json, read_json, save_arrays
 from .runs import MetricsLog, RunDir, check_run_name, default_run_name
 from .steps import OptimizerStep, evaluate, train_step
 from .trainer import LoopEnd, Schedule, Totals, train_loop
+from .world import SINGLE, World
 
 
 @dataclass
@@ -111,13 +112,14 @@ class Prepared:
     optimizer_step: OptimizerStep
     fast_loss: Any
     checkpoints: Checkpoints
-    metrics: MetricsLog
+    metrics: Optional[MetricsLog]  # rank 0's alone in a group
     totals: Totals  # counted on by the loop
     resumed: Totals  # what the checkpoint resumed from had done (nothing for a new run)
     keys: List[str]
     trainable: int
     total: int
     started: float
+    world: World
 
 
 def _learning_rate(options: TuneOptions) -> Any:
@@ -129,15 +131,46 @@ def _learning_rate(options: TuneOptions) -> Any:
     return optim.join_schedules([optim.linear_schedule(0.0, options.lr, options.warmup), lambda _step: options.lr], [options.warmup])
 
 
-def _answers(ctx: TuneContext, evals: List[Dict[str, Any]], when: str) -> None:
+def answer_evals(ctx: TuneContext, prompts: Any, when: str, evals: Optional[List[Dict[str, Any]]] = None) -> List[Dict[str, Any]]:
+    """The --eval prompts answered now ("before" or "after" training), each also an event."""
+    evals = evals if evals is not None else [{"prompt": p, "before": None, "after": None} for p in prompts]
     if evals:
         ctx.emit("phase", {"name": f"eval-{when}"})
     for item in evals:
         item[when] = ctx.generate(item["prompt"])
         ctx.emit("eval", {"prompt": item["prompt"], "when": when, "text": item[when]})
+    return evals
 
 
-def prepare(loaded: Any, adapters: Any, options: TuneOptions, ctx: TuneContext) -> Prepared:
+def _open_run(options: TuneOptions, keys: List[str], ctx: TuneContext, world: World) -> tuple[RunDir, Optional[int]]:
+    """The run directory and the checkpoint step to resume from; only rank 0 touches the files,
+    and tells the others where the run starts."""
+    run, resume_step = _run_dir(options, ctx.runs_root) if world.is_main else (RunDir(ctx.runs_root / check_run_name(options.name or "rank")), None)
+    if world.is_main and resume_step is None:
+        run.reset()
+    elif world.is_main:
+        _check_resume_matches(run, _saved_params(options, keys))
+    return run, world.broadcast_int(resume_step)
+
+
+def _restore(checkpoints: Checkpoints, step: Optional[int], model: Any, optimizer: Any, world: World) -> Dict[str, Any]:
+    """Rank 0 reads the checkpoint; every other rank takes its adapter and optimizer state from
+    rank 0 (it may be on a machine that cannot read rank 0's files)."""
+    if step is None:
+        return {}
+    saved = checkpoints.restore(step, model, optimizer) if world.is_main else {}
+    if world.size > 1:
+        import mlx.core as mx
+
+        if not world.is_main:
+            optimizer.init(model.trainable_parameters())
+        model.update(world.broadcast(model.trainable_parameters()))
+        optimizer.state = world.broadcast(optimizer.state)
+        mx.eval(model.trainable_parameters(), optimizer.state)
+    return saved
+
+
+def prepare(loaded: Any, adapters: Any, options: TuneOptions, ctx: TuneContext, world: World = SINGLE) -> Prepared:
     import mlx.core as mx
     import mlx.optimizers as optim
     from mlx.utils import tree_flatten
@@ -149,23 +182,20 @@ def prepare(loaded: Any, adapters: Any, options: TuneOptions, ctx: TuneContext) 
     started = time.perf_counter()
     if options.layers > loaded.num_layers:
         raise BridgeError("bad_config", f"--layers {options.layers} is more than the model's {loaded.num_layers} blocks; use at most {loaded.num_layers}.")
+    if options.batch_size % world.size:
+        raise BridgeError("bad_config", f"--batch-size {options.batch_size} does not split over {world.size} processes; use a multiple of {world.size}.")
     keys = lora_keys(list(options.keys), loaded.block_keys())
     ctx.emit("phase", {"name": "preparing", "detail": "tokenising the examples"})
     data = datasets.load_training_data(
         options.data, loaded.tokenizer, batch_size=options.batch_size, max_seq_length=options.max_seq_length, seed=options.seed, mask_prompt=options.mask_prompt, repeat=options.repeat
     )
-    run, resume_step = _run_dir(options, ctx.runs_root)
-    if resume_step is None:
-        run.reset()
-    else:
-        _check_resume_matches(run, _saved_params(options, keys))
+    run, resume_step = _open_run(options, keys, ctx, world)
     # The base model, without any adapter, for the "before" answers.
     adapters.strip()
-    evals = [{"prompt": p, "before": None, "after": None} for p in options.eval_prompts]
-    _answers(ctx, evals, "before")
+    evals = answer_evals(ctx, options.eval_prompts, "before")
 
     model = loaded.model
-    mx.random.seed(options.seed)
+    mx.random.seed(options.seed)  # the same LoRA initialisation on every rank
     model.freeze()
     linear_to_lora_layers(model, options.layers, options.lora_parameters(tuple(keys)))
     model.train()
@@ -179,12 +209,13 @@ def prepare(loaded: Any, adapters: Any, options: TuneOptions, ctx: TuneContext) 
         progress=lambda done, total: ctx.emit("phase", {"name": "preparing", "detail": f"caching frozen blocks {done}/{total} examples"}),
     )
     checkpoints = Checkpoints(run)
-    saved = checkpoints.restore(resume_step, model, optimizer) if resume_step is not None else {}
-    atomic_write_json(run.config, {"params": _saved_params(options, keys), "model": loaded.info, "adapter": adapter_config(options, keys, str(loaded.path)), "resumed_from": resume_step})
+    saved = _restore(checkpoints, resume_step, model, optimizer, world)
+    if world.is_main:
+        atomic_write_json(run.config, {"params": _saved_params(options, keys), "model": loaded.info, "adapter": adapter_config(options, keys, str(loaded.path)), "resumed_from": resume_step})
     return Prepared(
         options, loaded, data, run, resume_step, evals, optimizer, OptimizerStep(model, optimizer, options.grad_clip), fast_loss, checkpoints,
-        MetricsLog(run.metrics, keep_through_step=resume_step), Totals.restored(saved), Totals.restored(saved), keys,
-        sum(v.size for _, v in tree_flatten(model.trainable_parameters())), get_total_parameters(model), started,
+        MetricsLog(run.metrics, keep_through_step=resume_step) if world.is_main else None, Totals.restored(saved), Totals.restored(saved), keys,
+        sum(v.size for _, v in tree_flatten(model.trainable_parameters())), get_total_parameters(model), started, world,
     )
 
 
@@ -199,16 +230,19 @@ def _loop(p: Prepared, ctx: TuneContext) -> LoopEnd:
         # Randomness inside a step (LoRA dropout) is drawn from (seed, step): a resumed run draws
         # what the uninterrupted run drew.
         mx.random.seed(o.seed * 1_000_003 + step)
-        return train_step(p.optimizer_step, p.fast_loss.value_and_grad, model, p.data.batches.batch(step))
+        batch = p.data.batches.batch(step, p.world)
+        return train_step(p.optimizer_step, p.fast_loss.value_and_grad, model, batch, reduce=p.world.reduce if p.world.size > 1 else None)
 
     val: Dict[str, float] = {}
 
     def validate(step: int) -> None:
-        if p.data.valid_batches:
+        if p.data.valid_batches and p.world.is_main:
             val["loss"] = evaluate(model, p.fast_loss.loss_fn, p.data.valid_batches)
             reporter.val(step, val["loss"])
 
     def checkpoint(step: int, totals: Totals) -> None:
+        if not p.world.is_main:
+            return
         path = p.checkpoints.save(step, model, p.optimizer, totals.as_dict())
         ctx.emit("checkpoint", {"step": step, "path": str(path)})
 
@@ -217,10 +251,11 @@ def _loop(p: Prepared, ctx: TuneContext) -> LoopEnd:
     try:
         end = train_loop(
             step_fn, start=p.resume_step or 0, schedule=Schedule(o.iters, steps_per_eval, o.save_every), totals=p.totals, reporter=reporter,
-            learning_rate=lambda: float(p.optimizer.learning_rate.item()), cancelled=ctx.cancelled, validate=validate, checkpoint=checkpoint,
+            learning_rate=lambda: float(p.optimizer.learning_rate.item()), cancelled=lambda: p.world.any(ctx.cancelled()), validate=validate, checkpoint=checkpoint,
         )
     finally:
-        p.metrics.close()
+        if p.metrics is not None:
+            p.metrics.close()
     end.val_loss = val.get("loss")
     return end
 
@@ -228,6 +263,9 @@ def _loop(p: Prepared, ctx: TuneContext) -> LoopEnd:
 def finish(p: Prepared, end: LoopEnd, adapters: Any, ctx: TuneContext) -> Dict[str, Any]:
     import mlx.core as mx
     from mlx.utils import tree_flatten
+
+    if not p.world.is_main:
+        return {"status": end.status, "steps": end.step}  # rank 0 saves and reports
 
     # Whatever happened, the weights now in the model are the last good ones: keep them.
     ctx.emit("phase", {"name": "saving"})
@@ -241,7 +279,7 @@ def finish(p: Prepared, end: LoopEnd, adapters: Any, ctx: TuneContext) -> Dict[s
     model.eval()
     adapters.add(p.run.name, p.run.root, config, weights)
     if end.status == "completed":
-        _answers(ctx, p.evals, "after")
+        answer_evals(ctx, p.evals, "after", p.evals)
     before = p.resumed
     session_seconds = end.totals.train_seconds - before.train_seconds
     result = {
@@ -258,9 +296,10 @@ def finish(p: Prepared, end: LoopEnd, adapters: Any, ctx: TuneContext) -> Dict[s
     return result
 
 
-def tune(loaded: Any, adapters: Any, options: TuneOptions, ctx: TuneContext) -> Mapping[str, Any]:
-    """Train a LoRA adapter on `loaded` (a models.LoadedModel); the TuneResult of the protocol."""
-    prepared = prepare(loaded, adapters, options, ctx)
+def tune(loaded: Any, adapters: Any, options: TuneOptions, ctx: TuneContext, world: World = SINGLE) -> Mapping[str, Any]:
+    """Train a LoRA adapter on `loaded` (a models.LoadedModel), alone or as one rank of `world`;
+    the TuneResult of the protocol."""
+    prepared = prepare(loaded, adapters, options, ctx, world)
     end = _loop(prepared, ctx)
     result = finish(prepared, end, adapters, ctx)
     if end.diverged is not None:

@@ -7,7 +7,7 @@ import { clientKeys, readCertificate } from "../../kernel/bridge/curve.js";
 import { killGroup } from "../../kernel/bridge/local.js";
 import { parseServeArgs, startServe, type ServeHandle } from "../../kernel/bridge/serve-cli.js";
 import { UsageError, UserFacingError } from "../../kernel/errors.js";
-import { bridgeInstalled, tempDir } from "./fixtures.js";
+import { bridgeInstalled, tempDir, tinyModelDir, tuneParams } from "./fixtures.js";
 
 describe("tunelab bridge arguments and keys", () => {
   it("requires a tcp endpoint", () => {
@@ -67,6 +67,19 @@ describe.skipIf(!bridgeInstalled)("a remote bridge over CURVE on tcp://127.0.0.1
     const again = new BridgeClient({ remoteUrl: env.TUNELAB_BRIDGE_URL, env });
     expect((await again.ping()).pong).toBe(true);
     await again.dispose();
+  });
+
+  it("trains data-parallel in a group the remote bridge starts (notebook here, the group there)", async () => {
+    const env = { ...handle.clientEnv };
+    const client = new BridgeClient({ remoteUrl: env.TUNELAB_BRIDGE_URL, env, connectTimeoutMs: 30_000 });
+    const steps: number[] = [];
+    const result = await client.tune(tuneParams(tinyModelDir(), { name: "remote-pair", iters: 4, batch_size: 2, layers: 2, processes: 2 }), {
+      onEvent: (e) => e.event === "progress" && steps.push(e.data.step),
+    });
+    expect(result.status).toBe("completed");
+    expect(steps).toEqual([1, 2, 3, 4]);
+    expect(result.processes).toBe(2);
+    await client.dispose();
   });
 
   it("gives no answer to a client with the wrong server key, and says so", async () => {

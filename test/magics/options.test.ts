@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { execFileSync, spawnSync } from "node:child_process";
 import { UsageError } from "../../kernel/errors.js";
 import { bridgeEnv } from "../../kernel/bridge/local.js";
-import { GENERATE_FLAGS, TUNE_FLAGS, generateParams, tuneParams } from "../../kernel/magics/options.generated.js";
+import { GENERATE_FLAGS, SYNC_COST_FLAGS, TUNE_FLAGS, generateParams, syncCostParams, tuneParams } from "../../kernel/magics/options.generated.js";
 import { parseArgs } from "../../kernel/magics/parse.js";
 import type { Flag, FlagMap, MagicSpec } from "../../kernel/magics/schema.js";
 import { BRIDGE_PYTHON, BRIDGE_SOURCE } from "../../kernel/paths.js";
@@ -16,7 +16,7 @@ import { existsSync } from "node:fs";
  */
 
 const bridge = existsSync(BRIDGE_PYTHON);
-const MAGICS = { tune: TUNE_FLAGS, generate: GENERATE_FLAGS } as const;
+const MAGICS = { tune: TUNE_FLAGS, generate: GENERATE_FLAGS, sync_cost: SYNC_COST_FLAGS } as const;
 
 function spec(name: string, flags: FlagMap): MagicSpec<FlagMap> {
   return { name, summary: "", forms: { line: true, cell: true }, flags, async run() {} };
@@ -65,8 +65,13 @@ describe.skipIf(!bridge)("one declaration of each magic's options", () => {
 
   for (const [magic, flags] of Object.entries(MAGICS)) {
     const parse = (line: string) => parseArgs(spec(magic, flags), line).args;
+    const model = (v: string | undefined) => v ?? null;
     const wire = (args: Record<string, unknown>): Record<string, unknown> =>
-      magic === "tune" ? tuneParams(args as never, { model: (v) => v ?? null, data: () => ({ train: { source: "cell", text: "{}" }, valid: null }) }) : generateParams(args as never, { model: (v) => v ?? null });
+      magic === "tune"
+        ? tuneParams(args as never, { model, data: () => ({ train: { source: "cell", text: "{}" }, valid: null }), file: () => null })
+        : magic === "generate"
+          ? generateParams(args as never, { model })
+          : syncCostParams(args as never, { model });
 
     it(`%${magic}: both sides take the same defaults`, () => {
       const kernel = wire(parse(""));
@@ -90,7 +95,7 @@ describe.skipIf(!bridge)("one declaration of each magic's options", () => {
         expect(field, `--${kebab(key)} sets no wire field`).toBeDefined();
         for (const c of cases) rows.push({ key, field: field!, ...c });
       }
-      expect(rows.length).toBeGreaterThan(magic === "tune" ? 20 : 5);
+      expect(rows.length).toBeGreaterThan(magic === "tune" ? 20 : 4);
       const answers = bridgeParse(magic, rows.map((r) => ({ [r.field]: r.value })));
       rows.forEach((row, i) => {
         let kernelOk = true;
