@@ -64,14 +64,16 @@ def test_a_killed_rank_is_a_clear_error_and_the_last_checkpoint_is_kept(tiny_mod
     kind, error = bridge.run("tune", tune_params(tiny_model_dir, name="lost", iters=5000, batch_size=2, layers=2, processes=2, save_every=3), on_event=kill_rank_one)
     assert killed, "rank 1 was never found"
     assert kind == "error" and error["code"] == "rank_failed", error
-    assert "rank 1" in error["message"] and "checkpoint at step 3 is kept" in error["message"] and "--resume" in error["message"], error
-    assert not _rank_pids(0), "rank 0 outlived the group"
-    # The checkpoint is whole and a resumed run, in one process here, goes on from it.
+    # Rank 0 may have saved a later checkpoint before the group noticed: the message names the last.
     from tunelab_bridge.runs import RunDir
 
-    assert RunDir(tmp_path / "runs" / "lost").latest_checkpoint() == 3
-    kind, resumed = bridge.run("tune", tune_params(tiny_model_dir, name="lost", iters=5, batch_size=2, layers=2, save_every=3, resume=True))
-    assert kind == "result" and resumed["resumed_from"] == 3 and resumed["steps"] == 5, resumed
+    saved = RunDir(tmp_path / "runs" / "lost").latest_checkpoint()
+    assert saved is not None and saved % 3 == 0, saved
+    assert "rank 1 died of SIGKILL" in error["message"] and f"the checkpoint at step {saved} is kept" in error["message"] and "--resume" in error["message"], error
+    assert not _rank_pids(0), "rank 0 outlived the group"
+    # The checkpoint is whole, and a resumed run, in one process here, goes on from it.
+    kind, resumed = bridge.run("tune", tune_params(tiny_model_dir, name="lost", iters=saved + 2, batch_size=2, layers=2, save_every=3, resume=True))
+    assert kind == "result" and resumed["resumed_from"] == saved and resumed["steps"] == saved + 2, resumed
 
 
 def test_an_interrupt_stops_every_rank_at_one_step_and_keeps_the_adapter(tiny_model_dir, tmp_path):
