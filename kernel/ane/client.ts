@@ -3,7 +3,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { UserFacingError } from "../errors.js";
-import { PACKAGE_ROOT } from "../paths.js";
+import { NATIVE_ADDON, PACKAGE_ROOT } from "../paths.js";
 import { RpcClient, type CallOptions } from "../rpc/client.js";
 import type { Disposable, ServiceKey } from "../session/services.js";
 import { IpcTransport } from "./ipc-transport.js";
@@ -28,6 +28,12 @@ interface Live {
   rpc: RpcClient;
   stderr: string;
 }
+
+const NATIVE_FAULTS: Partial<Record<NodeJS.Signals, string>> = {
+  SIGILL: "an illegal instruction (SIGILL): native code built for instructions this CPU lacks",
+  SIGSEGV: "a segmentation fault (SIGSEGV)",
+  SIGBUS: "a bus error (SIGBUS)",
+};
 
 /**
  * The kernel's handle on the ANE worker process. The worker starts on the first call, in its own
@@ -78,6 +84,9 @@ export class AneWorker implements Disposable {
       live.stderr = (live.stderr + chunk.toString()).slice(-4000);
     });
     const describeExit = (code: number | null, signal: NodeJS.Signals | null): string => {
+      // The worker's only native code is the addon and the BLAS it links: a fault is theirs.
+      const fault = signal ? NATIVE_FAULTS[signal] : undefined;
+      if (fault) return `the worker hit ${fault} in the native addon (${NATIVE_ADDON}) or the BLAS it links; rebuild it with \`npm run setup\` and check it with \`tunelab doctor\``;
       const how = signal ? `killed by ${signal}` : `exit code ${code}`;
       const last = live.stderr.trim().split("\n").filter(Boolean).at(-1);
       return last ? `${how}: ${last.slice(0, 300)}` : how;

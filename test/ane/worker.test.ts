@@ -126,6 +126,17 @@ describe("ANE worker process", () => {
     expect(status.pong).toBe(true);
   });
 
+  it("names the native addon, not just the signal, when the worker dies of an illegal instruction", async () => {
+    await worker.call("ping");
+    const pending = worker.call("bench", { backend: "cpu", configs: [{ channels: 512, spatial: 64, depth: 16 }], warmup: 0, iters: 100000, seed: 0 });
+    setTimeout(() => process.kill(worker.pid!, "SIGILL"), 300);
+    const error = await pending.catch((e: Error) => e);
+    expect(error).toBeInstanceOf(ChildGoneError);
+    expect((error as Error).message).toMatch(/ANE worker stopped while working \(the worker hit an illegal instruction \(SIGILL\).* in the native addon \(.*tunelab_native\.node\)/);
+    expect((error as Error).message).not.toMatch(/killed by SIGILL/);
+    expect((await worker.call("ping")).pong).toBe(true);
+  });
+
   it("names the step and the kept checkpoint when the worker dies during training", async () => {
     let killed = false;
     const error = await trainWithRestarts(worker, { ...options("killed", 1_000_000), steps: 1_000_000 }, {
