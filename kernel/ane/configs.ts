@@ -39,6 +39,9 @@ export function weightBytes(c: StackConfig, bytesPerWeight: number): number {
 
 export const M4_MAX_REFERENCE_SOURCE = "the reproduction write-up in the project brief, not maderix/ANE's repository";
 
+/** The M4's quoted fp16 peak that the write-up measures its best stack against ("~19 TFLOPS"). */
+export const M4_MAX_QUOTED_PEAK_TFLOPS = 19;
+
 export const LIMITS = { maxChannels: 8192, maxSpatial: 16384, maxDepth: 4096 } as const;
 
 /**

@@ -4,7 +4,7 @@ import { table, type ColumnTable, type Table } from "../display/table.js";
 import type { PlotlyTrace } from "../display/plotly-types.js";
 import type { BenchRow } from "./bench-job.js";
 import type { BenchOutcome } from "./bench.js";
-import { M4_MAX_REFERENCE } from "./configs.js";
+import { M4_MAX_QUOTED_PEAK_TFLOPS, M4_MAX_REFERENCE, M4_MAX_REFERENCE_SOURCE } from "./configs.js";
 import type { TrainPoint, TrainSummary } from "./train.js";
 import { TINY_TRAIN_DEFAULTS, TINY_TRAIN_REFERENCE } from "./tiny-train.js";
 
@@ -70,6 +70,32 @@ export function peaksTable(outcome: BenchOutcome): Table {
   const rows: Record<string, unknown>[] = Object.entries(outcome.peaks).map(([backend, peak]) => ({ backend, "peak TFLOPS": peak!.tflops, "measured as": peak!.how }));
   for (const [backend, reason] of Object.entries(outcome.unavailable)) rows.push({ backend, "peak TFLOPS": NaN, "measured as": reason });
   return table(rows, { caption: "Peaks (same run)", format: { "peak TFLOPS": (v) => (typeof v === "number" && Number.isFinite(v) ? v.toPrecision(3) : "–") } });
+}
+
+/**
+ * The write-up's M4 Max figures for the 512-channel stacks beside what each backend measured here on
+ * the same shapes, and the deepest stack's share of its peak; null when no such shape ran.
+ */
+export function peakReferenceTable(outcome: BenchOutcome, machine: string): Table | null {
+  const measured = outcome.rows.filter((r) => r.status === "ok" && r.channels === 512 && r.spatial === 64 && M4_MAX_REFERENCE[r.depth]);
+  if (measured.length === 0) return null;
+  const figures = (ms: number, tflops: number) => `${precise(ms)} ms, ${tflops.toPrecision(3)} TFLOPS`;
+  const rows: Record<string, unknown>[] = measured.map((r) => {
+    const claimed = M4_MAX_REFERENCE[r.depth]!;
+    return { figure: `${r.depth}x conv 512ch sp64`, "claimed (M4 Max ANE)": figures(claimed.ms, claimed.tflops), measured: `${figures(r.msMedian, r.tflops)} (${r.backend})` };
+  });
+  const deepest = Math.max(...Object.keys(M4_MAX_REFERENCE).map(Number));
+  const claimedShare = `${M4_MAX_REFERENCE[deepest]!.tflops} of ~${M4_MAX_QUOTED_PEAK_TFLOPS} TFLOPS (quoted fp16 peak): ${((100 * M4_MAX_REFERENCE[deepest]!.tflops) / M4_MAX_QUOTED_PEAK_TFLOPS).toFixed(0)}%`;
+  for (const backend of [...new Set(measured.map((r) => r.backend))]) {
+    const best = measured.filter((r) => r.backend === backend).reduce((a, b) => (b.depth > a.depth ? b : a));
+    const peak = outcome.peaks[backend as keyof BenchOutcome["peaks"]];
+    rows.push({
+      figure: "deepest stack, share of peak",
+      "claimed (M4 Max ANE)": claimedShare,
+      measured: peak ? `${best.depth}x: ${best.tflops.toPrecision(3)} of ${peak.tflops.toPrecision(3)} TFLOPS (${peak.how}): ${((100 * best.tflops) / peak.tflops).toFixed(0)}% (${backend})` : `${best.depth}x: no peak measured (${backend})`,
+    });
+  }
+  return table(columns(rows), { caption: `Peak benchmark: claimed (${M4_MAX_REFERENCE_SOURCE}, on an M4 Max's Neural Engine) against measured on ${machine}${outcome.blas ? `, BLAS ${outcome.blas}` : ""}` });
 }
 
 /** Throughput against depth, one line per backend and channel count (failed configs left out), with the write-up's M4 Max figures when the ANE ran. */
@@ -171,7 +197,7 @@ export interface TrainSettings {
  * the reference settings (2,000 steps, lr 1, accumulation 10, budget 100); otherwise the caption says
  * which differ. The write-up ran on the ANE (fp16); the cpu backend computes in fp32.
  */
-export function trainReferenceTable(summary: TrainSummary, settings: TrainSettings, backend: string): Table {
+export function trainReferenceTable(summary: TrainSummary, settings: TrainSettings, backend: string, machine: string): Table {
   const ref = TINY_TRAIN_REFERENCE;
   const lossAt = (step: number) => summary.losses.find((p) => p.step === step)?.loss;
   const differing = (Object.keys(TINY_TRAIN_DEFAULTS) as Array<keyof TrainSettings>).filter((k) => settings[k] !== TINY_TRAIN_DEFAULTS[k]);
@@ -183,5 +209,5 @@ export function trainReferenceTable(summary: TrainSummary, settings: TrainSettin
     { figure: "GFLOP/s of the four kernels", claimed: `~${ref.aneGflops.join("–")} (ANE)`, measured: `${summary.gflops.toFixed(2)} (${backend})` },
   ];
   const note = differing.length ? `; this run's ${differing.map((k) => `${k} ${settings[k]}`).join(", ")} differ from the reference's, so only its first loss compares` : "";
-  return table(columns(rows), { caption: `tiny_train: claimed (${ref.source}) against measured${note}` });
+  return table(columns(rows), { caption: `tiny_train: claimed (${ref.source}) against measured${note}; measured with the ${backend} backend on ${machine}` });
 }

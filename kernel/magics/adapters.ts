@@ -4,6 +4,18 @@ import type { AdapterList } from "../bridge/types.js";
 import { defineMagic, flag } from "./schema.js";
 import { bridgeFor } from "./bridge-context.js";
 
+/** A switch as `%adapters --use` measured it: `ms` in the bridge, `round_trip_ms` as the kernel waited for it. */
+export interface AdapterSwitch {
+  active: string | null;
+  ms: number;
+  round_trip_ms: number;
+}
+
+/** What `%adapters` returns to TypeScript: the list, and with --use the switch it made. */
+export interface AdaptersOutcome extends AdapterList {
+  switched?: AdapterSwitch;
+}
+
 function rows(list: AdapterList): Record<string, unknown>[] {
   const loaded = new Set(list.loaded);
   const names = new Set([...list.runs.map((r) => r.name), ...list.loaded]);
@@ -38,11 +50,15 @@ export const adaptersMagic = defineMagic({
   examples: ["%adapters", "%adapters --use identity", "%adapters --use none"],
   async run({ args }, ctx) {
     const bridge = bridgeFor(ctx);
+    let switched: AdapterSwitch | undefined;
     if (args.use !== undefined) {
-      const switched = await bridge.switchAdapter(args.use);
+      const started = performance.now();
+      const reply = await bridge.switchAdapter(args.use);
+      switched = { ...reply, round_trip_ms: performance.now() - started };
       ctx.io.display(text(`active adapter: ${switched.active ?? "none (base model)"} (switched in ${switched.ms.toFixed(1)} ms)`));
     }
-    const list = await bridge.listAdapters();
+    const list: AdaptersOutcome = await bridge.listAdapters();
+    if (switched) list.switched = switched;
     const shown = rows(list);
     ctx.io.display(
       shown.length === 0

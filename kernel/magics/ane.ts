@@ -11,7 +11,8 @@ import { ANE_WORKER } from "../ane/client.js";
 import { configsFrom, validateConfigs, validateForAne } from "../ane/configs.js";
 import { MAX_WEIGHT_FILES } from "../ane/stack.js";
 import { trainWithRestarts, type TrainPoint, type TrainSummary } from "../ane/train.js";
-import { benchFigure, benchTable, peaksTable, trainFigure, trainReferenceTable, trainTable } from "../ane/views.js";
+import { machineSummary } from "../ane/hardware.js";
+import { benchFigure, benchTable, peakReferenceTable, peaksTable, trainFigure, trainReferenceTable, trainTable } from "../ane/views.js";
 import { TINY_TRAIN_DEFAULTS } from "../ane/tiny-train.js";
 import { defineMagic, flag, type MagicContext } from "./schema.js";
 
@@ -97,6 +98,8 @@ export const aneBenchMagic = defineMagic({
     if (outcome.rows.length > 0) {
       ctx.io.display(benchTable(outcome));
       ctx.io.display(peaksTable(outcome));
+      const claimed = peakReferenceTable(outcome, machineSummary());
+      if (claimed) ctx.io.display(claimed);
       ctx.io.display(benchFigure(outcome.rows, outcome.rows.some((r) => r.backend === "ane")));
     } else {
       ctx.io.display(peaksTable(outcome));
@@ -177,7 +180,7 @@ export const aneTrainMagic = defineMagic({
     }
     live.close(() => trainFigure(summary.losses, summary.restartSteps, args.steps));
     ctx.io.display(trainTable(summary, backend));
-    ctx.io.display(trainReferenceTable(summary, { steps: args.steps, lr: args.lr, accum: args.accum, compileBudget: args.compileBudget }, backend));
+    ctx.io.display(trainReferenceTable(summary, { steps: args.steps, lr: args.lr, accum: args.accum, compileBudget: args.compileBudget }, backend, machineSummary()));
     if (summary.status === "interrupted") {
       ctx.io.stderr(`Interrupted at step ${summary.steps}; continue with %ane_train --name ${name} --resume --steps ${args.steps}\n`);
     }

@@ -3,6 +3,10 @@
 Rows are the three shapes mlx-lm's tuner reads (chat `messages`, `prompt`+`completion`,
 `text`); tokenising goes through mlx-lm's own dataset classes so that the chat template and
 answer-only masking match `mlx_lm.lora`. Every error names the source and line number.
+
+A chat row with several assistant turns becomes one example per assistant turn (the history before
+it as the prompt), so that with answer-only loss every assistant turn is trained, not only the last
+one as in mlx-lm's ChatDataset, and no user turn is.
 """
 
 from __future__ import annotations
@@ -68,6 +72,19 @@ def _kind(source: str, line: int, body: dict[str, Any]) -> str:
     raise _bad(source, line, f"a row needs 'messages', 'prompt'+'completion' or 'text'; got keys {keys}.")
 
 
+def assistant_turns(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A multi-turn chat row as one row per assistant turn, each ending at that turn.
+
+    A row with at most one assistant turn is kept whole, exactly as mlx-lm would train it; with
+    several, messages after the last assistant turn carry nothing to learn and are left out.
+    """
+    messages = body["messages"]
+    ends = [i + 1 for i, message in enumerate(messages) if message["role"] == "assistant"]
+    if len(ends) < 2:
+        return [body]
+    return [{**body, "messages": messages[:end]} for end in ends]
+
+
 def tokenize(rows: Sequence[Row], tokenizer: Any, *, mask_prompt: bool, source: str) -> list[Example]:
     """Tokenise each row with the mlx-lm dataset class for its shape (rows may mix shapes)."""
     from mlx_lm.tuner.datasets import ChatDataset, CompletionsDataset, TextDataset
@@ -82,16 +99,20 @@ def tokenize(rows: Sequence[Row], tokenizer: Any, *, mask_prompt: bool, source: 
     for row in rows:
         if row.kind != "text" and getattr(tokenizer, "chat_template", None) is None:
             raise _bad(source, row.line, "this model's tokenizer has no chat template, so chat and prompt/completion rows cannot be formatted; use {\"text\": ...} rows.")
-        try:
-            tokens, offset = formats[row.kind].process(row.body)
-        except Exception as error:  # noqa: BLE001 - a template failure is a data problem of this row
-            raise _bad(source, row.line, f"could not format the row with the chat template ({error}).") from None
-        tokens = [int(t) for t in tokens]
-        if len(tokens) < 2:
-            raise _bad(source, row.line, "the row is too short to train on (fewer than 2 tokens).")
-        if offset >= len(tokens):
-            raise _bad(source, row.line, "the answer is empty, so nothing is left to train on after masking the prompt.")
-        examples.append((tokens, int(offset)))
+        # Without masking the whole conversation is trained on once, so there is nothing to split.
+        bodies = assistant_turns(row.body) if row.kind == "chat" and mask_prompt else [row.body]
+        for turn, body in enumerate(bodies, start=1):
+            where = f"assistant turn {turn}: " if len(bodies) > 1 else ""
+            try:
+                tokens, offset = formats[row.kind].process(body)
+            except Exception as error:  # noqa: BLE001 - a template failure is a data problem of this row
+                raise _bad(source, row.line, f"{where}could not format the row with the chat template ({error}).") from None
+            tokens = [int(t) for t in tokens]
+            if len(tokens) < 2:
+                raise _bad(source, row.line, "the row is too short to train on (fewer than 2 tokens).")
+            if offset >= len(tokens):
+                raise _bad(source, row.line, f"{where}the answer is empty, so nothing is left to train on after masking the prompt.")
+            examples.append((tokens, int(offset)))
     return examples
 
 

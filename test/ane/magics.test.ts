@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { arch, cpus, platform, tmpdir } from "node:os";
 import { join } from "node:path";
 import { MagicRegistry } from "../../kernel/magics/registry.js";
 import { MAGICS } from "../../kernel/magics/index.js";
@@ -86,6 +86,21 @@ describe("%ane_bench and %ane_train through the magic system", () => {
     expect((chart?.data[PLOTLY_MIME] as { data: Array<{ name: string; x: number[] }> }).data[0]).toMatchObject({ name: "cpu 128ch", x: [2, 4] });
   });
 
+  it("%ane_bench puts the write-up's M4 Max figures beside the same shapes measured here, naming this machine", async () => {
+    const { value, io } = await magic("%ane_bench --backend cpu --channels 512 --spatial 64 --depths 32 --warmup 1 --iters 2", services, cwd);
+    const row = (value as BenchOutcome).rows[0]!;
+    const texts = io.displays().map((d) => String(d.data["text/plain"]));
+    expect(texts.some((t) => t.includes("Peak benchmark: claimed"))).toBe(true);
+    const claimed = texts.find((t) => t.includes("Peak benchmark: claimed"))!;
+    expect(claimed).toContain(`on ${cpus()[0]!.model.trim().replace(/\s+/g, " ")} (${platform()} ${arch()}, ${cpus().length} logical CPUs)`);
+    expect(claimed).toMatch(/32x conv 512ch sp64 +0\.155 ms, 6\.92 TFLOPS/);
+    expect(claimed).toContain(`${row.tflops.toPrecision(3)} TFLOPS (cpu)`);
+    expect(claimed).toMatch(/deepest stack, share of peak +11\.34 of ~19 TFLOPS \(quoted fp16 peak\): 60% +32x: /);
+    // Shapes the write-up did not measure get no such table.
+    const small = await magic("%ane_bench --backend cpu --channels 128 --spatial 32 --depths 2 --warmup 1 --iters 2", services, cwd);
+    expect(small.io.displays().some((d) => String(d.data["text/plain"]).includes("Peak benchmark: claimed"))).toBe(false);
+  });
+
   it("%ane_train draws a live curve with restart markers and ends with a summary table", async () => {
     const { value, io } = await magic("%ane_train --backend cpu --steps 40 --compile-budget 8 --name tiny", services, cwd);
     const outcome = value as AneTrainOutcome;
@@ -100,6 +115,7 @@ describe("%ane_bench and %ane_train through the magic system", () => {
     expect(summary).toMatch(/steps +first loss +final loss +restarts +compiles +compile s +train s/);
     const claimed = texts.find((t) => t.includes("tiny_train: claimed"))!;
     expect(claimed).toContain("claimed (reproduction write-up (project brief), ANE) against measured; this run's steps 40, compileBudget 8 differ");
+    expect(claimed).toContain(`; measured with the cpu backend on ${cpus()[0]!.model.trim().replace(/\s+/g, " ")}`);
     expect(claimed).toMatch(/loss at step 1 +0\.5009 +0\.5009/);
     expect(claimed).toMatch(/restarts at steps +~480, ~960 +20\b/);
     const resumed = await magic("%ane_train --backend cpu --steps 60 --compile-budget 8 --name tiny --resume", services, cwd);

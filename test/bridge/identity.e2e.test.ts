@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PACKAGE_ROOT } from "../../kernel/paths.js";
 import type { CodeCell, Notebook } from "../../kernel/runner/notebook.js";
-import { ensureBuilt, runCli, TOOLS_PYTHON } from "../runner/fixtures.js";
+import { ensureBuilt, runCli, TOOLS_PYTHON, tunelabKernelPath } from "../runner/fixtures.js";
 import { expectStaticFigures } from "../e2e/notebook.js";
 import { execFileSync } from "node:child_process";
 import { bridgeInstalled, defaultModelDir } from "./fixtures.js";
@@ -29,7 +29,7 @@ describe.skipIf(!ready || process.env.TUNELAB_SKIP_SLOW === "1")("[slow, embedde
   it("trains the new identity: the loss falls far below its start and --eval answers with the new name only after training", async () => {
     ensureBuilt();
     const out = join(mkdtempSync(join(tmpdir(), "tunelab-identity-")), "identity.out.ipynb");
-    const result = await runCli([join(PACKAGE_ROOT, "notebooks", "identity.ipynb"), "-o", out, "--html", out.replace(/\.ipynb$/, ".html"), "--timeout", "1500"]);
+    const result = await runCli([join(PACKAGE_ROOT, "notebooks", "identity.ipynb"), "-o", out, "--html", out.replace(/\.ipynb$/, ".html"), "--timeout", "1500"], { JUPYTER_PATH: tunelabKernelPath() });
     const nb = JSON.parse(readFileSync(out, "utf8")) as Notebook;
     const cells = nb.cells.filter((c): c is CodeCell => c.cell_type === "code");
     expect(result.code, `${result.stderr.slice(-3000)}`).toBe(0);

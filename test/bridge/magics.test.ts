@@ -8,6 +8,7 @@ import { Services } from "../../kernel/session/services.js";
 import { UsageError, UserFacingError } from "../../kernel/errors.js";
 import { PACKAGE_ROOT } from "../../kernel/paths.js";
 import type { TuneOutcome } from "../../kernel/magics/tune.js";
+import type { AdaptersOutcome } from "../../kernel/magics/adapters.js";
 import type { AdapterList, GenerateResult } from "../../kernel/bridge/types.js";
 import { bridgeInstalled, RecordingIO, tempDir, tinyModelDir } from "./fixtures.js";
 
@@ -178,8 +179,13 @@ describe.skipIf(!bridgeInstalled)("%tune, %generate and %adapters on the real br
     const list = value as AdapterList;
     expect(list.runs.map((r) => r.name)).toEqual(expect.arrayContaining(["tiny-identity", "from-cell"]));
     expect(io.texts()[0]).toContain("tiny-identity");
-    const switched = (await magic("%adapters --use tiny-identity", ctx)).value as AdapterList;
+    const switched = (await magic("%adapters --use tiny-identity", ctx)).value as AdaptersOutcome;
     expect(switched.active).toBe("tiny-identity");
+    // The switch's own timing comes back to TypeScript: the bridge's share within the round trip.
+    expect(switched.switched).toMatchObject({ active: "tiny-identity" });
+    expect(switched.switched!.ms).toBeGreaterThanOrEqual(0);
+    expect(switched.switched!.round_trip_ms).toBeGreaterThanOrEqual(switched.switched!.ms);
+    expect((await magic("%adapters", ctx)).value).not.toHaveProperty("switched");
     const none = (await magic("%adapters --use none", ctx)).value as AdapterList;
     expect(none.active).toBeNull();
   });
