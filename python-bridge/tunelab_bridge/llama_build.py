@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from . import cpu
-from .cache import atomic_write_json, cache_dir, read_json, wheels_dir
+from .cache import cache_dir, wheels_dir
+from .files import atomic_write_json, read_json
 from .isolated import run_isolated
 from .native_build import compiler_identity
 
