@@ -3,17 +3,17 @@
 PyPI has no Linux wheel of llama-cpp-python, so set-up builds one (`python -m
 tunelab_bridge.llama_build --build`): the pinned sdist, verified by its hash, compiled with the
 system's cmake, ninja and compilers through scikit-build-core (its version pinned by
-LLAMA_CPP_BUILD_CONSTRAINTS). The wheel is unpacked into the tunelab cache under a key of
+llama-cpp-build-constraints.txt). The wheel is unpacked into the tunelab cache under a key of
 everything that changes the binary: the version, the CMake flags, the compilers and, because the
-build is tuned to this CPU (GGML_NATIVE, -march=native), the CPU's fingerprint (cpu.py). The
+CPU backend is compiled for this CPU's instruction sets, the CPU's fingerprint (cpu.py). The
 bridge never installs it into its venv: a venv or home directory shared between machines then
 never hands a build to a CPU it was not made for; each CPU gets (and checks) its own.
 
-Why native rather than one portable build with every CPU variant (GGML_BACKEND_DL +
-GGML_CPU_ALL_VARIANTS): on x86-64 that compiles the CPU backend 14 times, several times the whole
-native build on 2 cores, for no speed on the CPU at hand (the native build is the variant a
-portable build would pick here). The measurements are in BENCHMARKS.md's generation section and
-in the ARCHITECTURE notes.
+Why one build per CPU rather than a portable build with every CPU variant (GGML_BACKEND_DL +
+GGML_CPU_ALL_VARIANTS): on x86-64 that compiles the CPU backend 14 times. Measured on the 2-core
+AMD EPYC (Zen 3) machine, same source and flags otherwise: 365 CPU-seconds for this CPU's build
+against 1273 for all variants (3.5x; 87 against 333 compile steps), and the variant a portable
+build would pick here (haswell: AVX2, FMA, F16C, BMI2) compiles the same kernels this build does.
 
 Before the bridge imports it, the build is checked on this CPU in a forked child (isolated.py):
 it loads the embedded model and decodes a few tokens. An illegal instruction kills the child,
@@ -55,8 +55,7 @@ SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 # The vendored llama.cpp's own gguf-py is PyPI's gguf of the same release (lock files pin it).
 GGUF_PY_VERSION = "0.19.0"
 # The multimodal library, tests, tools, examples and HTTPS downloads are not used.
-CMAKE_FLAGS = (
-    "-DGGML_NATIVE=ON",
+BASE_FLAGS = (
     "-DLLAVA_BUILD=OFF",
     "-DLLAMA_BUILD_TESTS=OFF",
     "-DLLAMA_BUILD_TOOLS=OFF",
@@ -74,7 +73,43 @@ SOURCE_PATCHES = (
      'set(LLAMA_BUILD_COMMON ON CACHE BOOL "Build llama.cpp common library" FORCE)',
      'set(LLAMA_BUILD_COMMON OFF CACHE BOOL "Build llama.cpp common library" FORCE)'),
 )
-CPU_SPECIFIC = "-DGGML_NATIVE=ON" in CMAKE_FLAGS
+# On x86-64 the CPU backend is compiled for exactly the instruction sets in this CPU's fingerprint
+# (the CPUID features cpu.py reads), not with -march=native: the compiler could otherwise use an
+# extension the fingerprint cannot see, and a CPU that differs only there (an emulator, a masking
+# VM) would share the key and run it. Extensions NumPy does not report (AVX-VNNI, AMX) stay off.
+_X86_OPTIONS = (
+    ("GGML_SSE42", ("SSE42",)),
+    ("GGML_AVX", ("AVX",)),
+    ("GGML_AVX2", ("AVX2",)),
+    ("GGML_FMA", ("FMA3",)),
+    ("GGML_F16C", ("F16C",)),
+    ("GGML_BMI2", ("BMI2",)),
+    ("GGML_AVX512", ("AVX512F", "AVX512CD", "AVX512VL", "AVX512DQ", "AVX512BW")),
+    ("GGML_AVX512_VBMI", ("AVX512F", "AVX512VBMI")),
+    ("GGML_AVX512_VNNI", ("AVX512F", "AVX512VNNI")),
+    ("GGML_AVX512_BF16", ("AVX512F", "AVX512BF16")),
+    ("GGML_AVX_VNNI", None),
+    ("GGML_AMX_TILE", None),
+    ("GGML_AMX_INT8", None),
+    ("GGML_AMX_BF16", None),
+)
+CPU_SPECIFIC = True
+
+
+def cpu_flags() -> tuple:
+    """The CMake flags that choose the CPU backend's instruction sets for this CPU."""
+    identity = cpu.identity()
+    if identity.machine not in ("x86_64", "AMD64"):
+        return ("-DGGML_NATIVE=ON",)  # other architectures: the compiler's own detection
+    have = set(identity.features)
+    flags = ["-DGGML_NATIVE=OFF"]
+    for option, needs in _X86_OPTIONS:
+        flags.append(f"-D{option}={'ON' if needs and set(needs) <= have else 'OFF'}")
+    return tuple(flags)
+
+
+def cmake_flags() -> tuple:
+    return cpu_flags() + BASE_FLAGS
 BUILD_FORMAT = 1  # bump when the layout of a build directory changes
 CHECK_FORMAT = 1
 CONSTRAINTS = Path(__file__).resolve().parent.parent / "llama-cpp-build-constraints.txt"
@@ -103,7 +138,7 @@ def _tool_identity() -> List[str]:
 
 
 def build_key() -> str:
-    parts: List[Any] = [BUILD_FORMAT, VERSION, SDIST_SHA256, list(CMAKE_FLAGS), [list(p) for p in SOURCE_PATCHES], _tool_identity(), platform.machine(), sys.platform]
+    parts: List[Any] = [BUILD_FORMAT, VERSION, SDIST_SHA256, list(cmake_flags()), [list(p) for p in SOURCE_PATCHES], _tool_identity(), platform.machine(), sys.platform]
     if CPU_SPECIFIC:
         parts.append(cpu.fingerprint())
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
@@ -145,7 +180,7 @@ def status() -> Dict[str, Any]:
     failed = read_json(_failed_file())
     state: Dict[str, Any] = {
         "version": VERSION,
-        "flags": list(CMAKE_FLAGS),
+        "flags": list(cmake_flags()),
         "cpu_specific": CPU_SPECIFIC,
         "path": str(site_dir()),
         "built": built,
@@ -234,7 +269,7 @@ def build(log: Log = print, force: bool = False) -> Dict[str, Any]:
         work_dir = Path(work)
         log_path = work_dir / "build.log"
         env = dict(os.environ)
-        env["CMAKE_ARGS"] = " ".join(CMAKE_FLAGS)
+        env["CMAKE_ARGS"] = " ".join(cmake_flags())
         env["CMAKE_BUILD_PARALLEL_LEVEL"] = str(cpu.usable_cores())
         env["PIP_CONSTRAINT"] = str(CONSTRAINTS)  # reaches the isolated build environment's pip
         env.pop("PIP_REQUIRE_VIRTUALENV", None)
@@ -244,7 +279,8 @@ def build(log: Log = print, force: bool = False) -> Dict[str, Any]:
             sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-v", "--disable-pip-version-check",
             "--config-settings", f"build-dir={work_dir / 'cmake'}", "-w", str(work_dir / "wheel"), str(source),
         ]
-        log(f"compiling llama.cpp {VERSION} ({' '.join(CMAKE_FLAGS)}) on {cpu.usable_cores()} cores; this takes several minutes")
+        on = [f[len("-DGGML_"):-len("=ON")] for f in cpu_flags() if f.endswith("=ON")]
+        log(f"compiling llama.cpp {VERSION} for this CPU ({', '.join(on)}) on {cpu.usable_cores()} cores; this takes several minutes")
         code = _run_with_progress(command, env, log_path, log)
         if code != 0:
             _remember_failure(log_path, f"pip wheel exited with {code}")
@@ -263,7 +299,7 @@ def build(log: Log = print, force: bool = False) -> Dict[str, Any]:
         shutil.copy2(log_path, staging / "build.log")
         atomic_write_json(staging / "build.json", {
             "version": VERSION,
-            "flags": list(CMAKE_FLAGS),
+            "flags": list(cmake_flags()),
             "tools": _tool_identity(),
             "cpu": cpu.identity().summary if CPU_SPECIFIC else None,
             "seconds": round(time.monotonic() - started, 1),

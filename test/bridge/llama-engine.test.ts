@@ -34,7 +34,8 @@ describe("llama.cpp set-up step", () => {
   it.skipIf(!bridgeInstalled || !linux)("is done exactly when the bridge finds a build checked on this CPU", async () => {
     const step = allSteps().find((s) => s.name === "bridge generation engine (llama.cpp)")!;
     const state = llamaStatus();
-    expect(await step.done()).toBe(state.ok);
+    // A recorded build failure also counts as done: set-up does not spend minutes retrying it each run.
+    expect(await step.done()).toBe(state.ok || /build failed/.test(state.unavailable ?? ""));
     if (state.ok) {
       expect(state.cpu_specific).toBe(true);
       expect(state.check?.system_info).toMatch(/CPU :/);
