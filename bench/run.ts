@@ -30,6 +30,11 @@ const BENCHES: Record<string, Bench> = {
     reproduce: "npm run bench -- fast-tune",
     load: async () => (await import("./fast-tune/index.js")).runFastTuneBench,
   },
+  generate: {
+    title: "Generation on the CPU: llama.cpp called directly vs tunelab's engine (direct and through the bridge) vs mlx-lm; adapters switched per request",
+    reproduce: "npm run bench -- generate",
+    load: async () => (await import("./generate/index.js")).runGenerateBench,
+  },
   runner: {
     title: "`tunelab run` vs nbclient on the same notebook and kernel",
     reproduce: "npm run bench -- runner",

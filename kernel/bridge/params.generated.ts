@@ -86,6 +86,8 @@ export interface GenerateParams {
   system?: string | null;
   /** model directory or name (default: the loaded one, else the embedded SmolLM2) */
   model?: string | null;
+  /** what generates: auto (llama.cpp on the CPU for the embedded model once built, else MLX), mlx or llama.cpp (default "auto") */
+  engine?: string;
 }
 
 /** The params of the bridge's `sync_cost` method (SyncCostOptions); a field left out takes the bridge's default. */

@@ -84,6 +84,7 @@ export const GENERATE_FLAGS = {
   seed: flag.int({ help: "random seed for sampling (default 0)", min: 0 }),
   system: flag.string({ help: "system prompt (default: the model's own)", metavar: "TEXT" }),
   model: flag.string({ help: "model directory or name (default: the loaded one, else the embedded SmolLM2)", metavar: "PATH" }),
+  engine: flag.string({ help: "what generates: auto (llama.cpp on the CPU for the embedded model once built, else MLX), mlx or llama.cpp", default: "auto", metavar: "ENGINE", choices: ["auto", "mlx", "llama.cpp"] }),
 };
 
 /** What %generate's flags put on the wire: every field they set, defaults applied. */
@@ -99,6 +100,7 @@ export function generateParams(args: ArgsOf<typeof GENERATE_FLAGS>, resolve: Pic
     seed: args.seed ?? null,
     system: args.system ?? null,
     model: resolve.model(args.model),
+    engine: args.engine,
   };
 }
 

@@ -2,11 +2,12 @@ import type { SetupStep } from "./step.js";
 import { bridgeSteps } from "./bridge-env.js";
 import { nativeSteps } from "./native.js";
 import { kernelspecSteps } from "./kernelspec.js";
+import { llamaSteps } from "./llama-cpp.js";
 import { testToolSteps } from "./test-tools.js";
 
 /** Everything a fresh machine needs beyond `npm install`, in order. Each step is idempotent. */
 export function allSteps(): SetupStep[] {
-  return [...kernelspecSteps(), ...bridgeSteps(), ...nativeSteps(), ...testToolSteps()];
+  return [...kernelspecSteps(), ...bridgeSteps(), ...nativeSteps(), ...llamaSteps(), ...testToolSteps()];
 }
 
 export async function run(argv: string[]): Promise<number> {

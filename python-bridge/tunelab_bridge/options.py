@@ -129,6 +129,7 @@ class GenerateOptions:
     seed: Optional[int] = option(None, "random seed for sampling (default 0)", "int", minimum=0)
     system: Optional[str] = option(None, "system prompt (default: the model's own)", "string", metavar="TEXT")
     model: Optional[str] = option(None, "model directory or name (default: the loaded one, else the embedded SmolLM2)", "model", metavar="PATH")
+    engine: str = option("auto", "what generates: auto (llama.cpp on the CPU for the embedded model once built, else MLX), mlx or llama.cpp", "string", choices=("auto", "mlx", "llama.cpp"), metavar="ENGINE")
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,9 @@ class Service:
 
         self.mlx_version = mx.__version__
         self.device = str(mx.default_device())
+        from .llama_generation import LlamaGeneration
+
+        self.llama = LlamaGeneration()  # llama.cpp for %generate on the CPU; loads on first use
 
     # --- socket thread -----------------------------------------------------------------
 
@@ -165,7 +168,8 @@ class Service:
         return result
 
     def _generate(self, job: Job) -> Mapping[str, Any]:
-        from .generation import Sampling, generate
+        from . import llama_generation
+        from .generation import Sampling, generate, prompt_tokens
         from .options import GenerateOptions, parse
 
         options = parse(GenerateOptions, "generate", job.params)
@@ -175,14 +179,26 @@ class Service:
         loaded = self._model(job, options.model)
         if options.adapter is not None and options.adapter != (self.adapters.active or "none"):
             self.adapters.switch(options.adapter)
-        result = dict(generate(
-            loaded.model,
-            loaded.tokenizer,
-            options.prompt,
-            sampling,
-            cancelled=lambda: job.cancelled,
-            on_text=lambda text: job.emit("token", {"text": text}),
-        ))
+        engine, why_mlx = llama_generation.choose(options.engine, loaded, self.device)
+        if engine == "llama.cpp":
+            active = self.adapters.get(self.adapters.active) if self.adapters.active else None
+            result = self.llama.generate(
+                prompt_tokens(loaded.tokenizer, options.prompt, sampling.system),
+                sampling,
+                active,
+                cancelled=lambda: job.cancelled,
+                on_text=lambda text: job.emit("token", {"text": text}),
+            )
+        else:
+            result = dict(generate(
+                loaded.model,
+                loaded.tokenizer,
+                options.prompt,
+                sampling,
+                cancelled=lambda: job.cancelled,
+                on_text=lambda text: job.emit("token", {"text": text}),
+            ))
+            result.update({"engine": "mlx", "engine_detail": f"MLX {self.mlx_version} ({self.device})", "engine_reason": why_mlx})
         result["adapter"] = self.adapters.active
         return result
 
