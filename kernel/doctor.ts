@@ -28,6 +28,8 @@ export interface BridgeReport {
    * CPU's check of each path (null: passed, else why it failed).
    */
   host_kernels?: { path: string | null; simd: string | null; why: string | null; checks?: Record<string, string | null> };
+  /** Linux: %generate's CPU engine (python-bridge/tunelab_bridge/llama_build.py status()). */
+  llama_cpp?: { version: string; ok: boolean; built: boolean; flags: string[]; path: string; unavailable?: string; check: { ok: boolean; system_info?: string } | null };
 }
 
 export interface DoctorReport {
@@ -96,6 +98,12 @@ export function formatDoctor(d: DoctorReport): string {
       else lines.push(`host kernels:   ${k.simd === "avx512" ? "AVX-512" : "AVX2"} (${k.path})`);
       const failed = Object.entries(k.checks ?? {}).filter(([, why]) => why);
       for (const [path, why] of failed) lines.push(`                ${path} path failed its check on this CPU: ${why}`);
+    }
+    const l = b.llama_cpp;
+    if (l) {
+      if (l.ok) lines.push(`generation:     llama.cpp (llama-cpp-python ${l.version}) built and checked on this CPU: %generate on the embedded model uses it`);
+      else lines.push(`generation:     MLX, because ${l.unavailable ?? "llama.cpp is not ready"}`);
+      if (l.ok && l.check?.system_info) lines.push(`                ${l.check.system_info.trim()}`);
     }
   } else {
     lines.push(`MLX:            ${d.bridgeError}`);

@@ -2,16 +2,22 @@
  * Generation on the CPU, one machine, one GGUF (the embedded SmolLM2-135M-Instruct Q4_1), one
  * prompt, greedy, the same threads: llama.cpp called directly (llama-cpp-python's `Llama`),
  * mlx-lm's stream_generate on the float32 MLX model (what %generate ran before), and tunelab's
- * llama.cpp engine, in this process's child and through the bridge. Then three adapters on one
- * base: two identities trained here, switched per request.
+ * llama.cpp engine, in this process's child, through the bridge and as `%generate` in a kernel.
+ * Then three adapters on one base: two identities trained here, switched per request, also as
+ * `%generate --adapter base,quill,pirate`. Last, the identity notebook: its generation share.
  */
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import type { KernelMessage } from "@jupyterlab/services";
 import { BridgeClient } from "../../kernel/bridge/client.js";
 import { bridgeEnv } from "../../kernel/bridge/local.js";
+import type { GenerateResult, TuneResult } from "../../kernel/bridge/types.js";
 import { BRIDGE_PYTHON, CACHE_DIR, PACKAGE_ROOT } from "../../kernel/paths.js";
+import { LocalKernel } from "../../kernel/runner/local-kernel.js";
+import { bundledKernelSpec } from "../../kernel/runner/kernelspec.js";
+import { textOf } from "../kernel-output.js";
 
 const MODEL = join(CACHE_DIR, "models", "SmolLM2-135M-Instruct");
 const GGUF = join(CACHE_DIR, "models", "SmolLM2-135M-Instruct.Q4_1.gguf");
@@ -114,6 +120,90 @@ async function switchPerRequest(client: BridgeClient, names: string[]): Promise<
   return { rows, switchMs: switchMs.sort((a, b) => a - b), roundTripMs: roundTripMs.sort((a, b) => a - b) };
 }
 
+/** What a cell's code printed (console.log) in the kernel. */
+async function printed(kernel: LocalKernel, code: string): Promise<string> {
+  let out = "";
+  const reply = await kernel.execute(code, (message: KernelMessage.IIOPubMessage) => {
+    if (message.header.msg_type === "stream") out += textOf(message);
+  });
+  if (reply.status !== "ok") throw new Error(`the kernel failed on ${code.slice(0, 80)}: ${JSON.stringify(reply)}`);
+  return out;
+}
+
+interface KernelRun {
+  generate: BridgeRates;
+  compare: GenerateResult[];
+}
+
+/** `%generate` typed into a kernel (its own bridge, runs/ beside the bridge client's), read back from tunelab.results. */
+async function throughKernel(cwd: string, before?: KernelRun): Promise<KernelRun> {
+  const kernel = await LocalKernel.start(bundledKernelSpec(), { cwd, startupTimeoutMs: 120_000 });
+  try {
+    let decode = before?.generate.decode ?? 0;
+    let prefill = before?.generate.prefill ?? 0;
+    let last: GenerateResult | undefined;
+    for (let i = 0; i <= REPEATS; i++) {
+      await printed(kernel, `%generate --adapter none --max-tokens ${MAX_TOKENS} ${PROMPT}`);
+      if (i === 0) continue; // warm-up: loads the model and llama.cpp
+      last = JSON.parse(await printed(kernel, "console.log(JSON.stringify(tunelab.results.generate))")) as GenerateResult;
+      decode = Math.max(decode, last.tokens_per_s);
+      prefill = Math.max(prefill, last.prompt_tps);
+    }
+    await printed(kernel, "%generate --adapter base,quill,pirate --max-tokens 40 Who are you?");
+    const compare = JSON.parse(await printed(kernel, "console.log(JSON.stringify(tunelab.results.generate))")) as GenerateResult[];
+    return { generate: { decode, prefill, engine: last!.engine, text: last!.text }, compare };
+  } finally {
+    await kernel.shutdown();
+  }
+}
+
+interface NotebookShare {
+  seconds: number;
+  ok: boolean;
+  trainS: number;
+  generateS: number[];
+  evalS: number[];
+  engine: string;
+  tail: string;
+}
+
+/**
+ * The identity notebook as `npm run demo` runs it, under its own run name: how long its
+ * generations took (its two %generate cells and the four --eval answers) against its training.
+ */
+async function identityNotebook(): Promise<NotebookShare> {
+  const notebook = join(PACKAGE_ROOT, "notebooks", "identity.ipynb");
+  const out = join(mkdtempSync(join(tmpdir(), "tunelab-identity-")), "identity.out.ipynb");
+  const started = performance.now();
+  const code = await new Promise<{ code: number; stderr: string }>((resolve, reject) => {
+    const child = spawn(process.execPath, [join(PACKAGE_ROOT, "bin", "tunelab.js"), "run", notebook, "-o", out, "-p", "runName=bench-identity"], { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+    child.on("error", reject);
+    child.on("close", (c) => resolve({ code: c ?? 1, stderr }));
+  });
+  const seconds = (performance.now() - started) / 1000;
+  const tail = code.stderr.trim().split("\n").slice(-2).join(" ");
+  if (code.code !== 0) return { seconds, ok: false, trainS: NaN, generateS: [], evalS: [], engine: "", tail };
+  const result = JSON.parse(readFileSync(join(dirname(notebook), "runs", "bench-identity", "result.json"), "utf8")) as TuneResult;
+  const executed = JSON.parse(readFileSync(out, "utf8")) as { cells: { source: string | string[]; outputs?: { data?: Record<string, unknown> }[] }[] };
+  const generateS: number[] = [];
+  let engine = "";
+  for (const cell of executed.cells) {
+    const source = Array.isArray(cell.source) ? cell.source.join("") : cell.source;
+    if (!/%generate/.test(source)) continue;
+    for (const output of cell.outputs ?? []) {
+      const footer = /(\d+) tokens in ([\d.]+) s · .* · ([\w.]+)(?: \(|$)/m.exec(String(output.data?.["text/plain"] ?? ""));
+      if (footer) {
+        generateS.push(Number(footer[2]));
+        engine = footer[3]!;
+      }
+    }
+  }
+  const evalS = result.evals.flatMap((e) => [e.before_s ?? NaN, e.after_s ?? NaN]);
+  return { seconds, ok: true, trainS: result.train_seconds, generateS, evalS, engine, tail };
+}
+
 function bestRates<T extends Rates>(a: T, b: T): T {
   return { ...a, decode_tps: Math.max(a.decode_tps, b.decode_tps), prefill_tps: Math.max(a.prefill_tps, b.prefill_tps), wall_tps: Math.max(a.wall_tps, b.wall_tps) };
 }
@@ -144,6 +234,7 @@ export async function runGenerateBench(): Promise<{ markdown: string }> {
   let viaLlamaAdapter: BridgeRates;
   let switching: Awaited<ReturnType<typeof switchPerRequest>>;
   let direct: ScriptResult;
+  let kernel: KernelRun;
   try {
     quill = await train(client, "quill", readFileSync(join(PACKAGE_ROOT, "data", "identity.jsonl"), "utf8"));
     pirate = await train(client, "pirate", PIRATE);
@@ -153,16 +244,21 @@ export async function runGenerateBench(): Promise<{ markdown: string }> {
     viaLlama = await throughBridge(client, "llama.cpp", "none");
     viaLlamaAdapter = await throughBridge(client, "llama.cpp", "quill");
     const first = await runScript(script);
+    kernel = await throughKernel(dirname(runs));
     viaLlama = await throughBridge(client, "llama.cpp", "none", viaLlama);
     viaLlamaAdapter = await throughBridge(client, "llama.cpp", "quill", viaLlamaAdapter);
     const second = await runScript(script);
+    kernel = await throughKernel(dirname(runs), kernel);
     direct = bestOf(first, second);
     viaMlx = await throughBridge(client, "mlx", "none");
     switching = await switchPerRequest(client, ["none", "quill", "pirate"]);
   } finally {
     await client.dispose();
   }
+  // Alone on the machine: the notebook's own bridge is the only one left running.
+  const demo = process.env.TUNELAB_BENCH_SKIP_DEMO === "1" ? null : await identityNotebook();
   const ref = direct.llama_cpp;
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
   const lines = [
     `Prompt: "${PROMPT}" (${direct.prompt_tokens} tokens through the chat template), greedy, at most ${MAX_TOKENS} tokens, ${direct.threads} threads, best of 2 x ${REPEATS} runs after a warm-up, the bridge and the direct peers interleaved. llama.cpp: ${ref.system_info.split("|").slice(0, 12).join("|").trim()} ...`,
     "",
@@ -172,6 +268,7 @@ export async function runGenerateBench(): Promise<{ markdown: string }> {
     `| the same with \`Llama\`'s own default, flash attention off | ${f(direct.llama_cpp_no_fa.decode_tps)} | ${f(direct.llama_cpp_no_fa.prefill_tps)} | ${f(direct.llama_cpp_no_fa.decode_tps / ref.decode_tps, 2)}x | ${same(direct.llama_cpp_no_fa.text, ref.text)} |`,
     `| tunelab engine (llama_engine.py), in-process | ${f(direct.engine.decode_tps)} | ${f(direct.engine.prefill_tps)} | ${f(direct.engine.decode_tps / ref.decode_tps, 2)}x | ${same(direct.engine.text, ref.text)} |`,
     `| tunelab \`generate\` through the bridge (ZeroMQ, streaming), engine ${viaLlama.engine} | ${f(viaLlama.decode)} | ${f(viaLlama.prefill)} | ${f(viaLlama.decode / ref.decode_tps, 2)}x | ${same(viaLlama.text, ref.text)} |`,
+    `| **\`%generate\` typed into a tunelab kernel** (its own bridge; live display), engine ${kernel.generate.engine} | ${f(kernel.generate.decode)} | ${f(kernel.generate.prefill)} | **${f(kernel.generate.decode / ref.decode_tps, 2)}x** | ${same(kernel.generate.text, ref.text)} |`,
     `| llama.cpp called directly with the trained adapter "quill" (\`Llama(lora_path=...)\` on tunelab's GGUF export, unmerged) | ${f(direct.llama_cpp_adapter.decode_tps)} | ${f(direct.llama_cpp_adapter.prefill_tps)} | 1.00x with adapter | |`,
     `| tunelab engine with "quill", in-process | ${f(direct.engine_adapter.decode_tps)} | ${f(direct.engine_adapter.prefill_tps)} | ${f(direct.engine_adapter.decode_tps / direct.llama_cpp_adapter.decode_tps, 2)}x of the adapter row | ${same(direct.engine_adapter.text, direct.llama_cpp_adapter.text)} |`,
     `| tunelab \`generate\` through the bridge with "quill" active | ${f(viaLlamaAdapter.decode)} | ${f(viaLlamaAdapter.prefill)} | ${f(viaLlamaAdapter.decode / direct.llama_cpp_adapter.decode_tps, 2)}x of the adapter row | ${same(viaLlamaAdapter.text, direct.llama_cpp_adapter.text)} |`,
@@ -184,7 +281,19 @@ export async function runGenerateBench(): Promise<{ markdown: string }> {
     "|---|---|---:|",
     ...switching.rows,
     "",
-    `Adapter switch per request inside the bridge (llama.cpp's llama_set_adapters_lora): median **${f(median(switching.switchMs), 3)} ms**, max ${f(switching.switchMs.at(-1) ?? NaN, 3)} ms over ${switching.switchMs.length} requests; whole request round trip from Node (40 tokens): median ${f(median(switching.roundTripMs), 0)} ms. In-process, ${direct.switch?.switches ?? 0} switches: median ${f(direct.switch?.switch_ms_median ?? NaN, 3)} ms, p95 ${f(direct.switch?.switch_ms_p95 ?? NaN, 3)} ms; loading an adapter file the first time: ${Object.entries(direct.switch?.load_ms ?? {}).map(([k, v]) => `${k} ${f(v, 1)} ms`).join(", ")}.`,
+    `The same as one cell in a kernel, \`%generate --adapter base,quill,pirate --max-tokens 40 Who are you?\` (one table; switch ms is the bridge's switch plus llama.cpp's, from the request to the adapter in place):`,
+    "",
+    "| adapter | answer | decode (tokens/s) | switch (ms) |",
+    "|---|---|---:|---:|",
+    ...kernel.compare.map((r) => `| ${r.adapter ?? "base"} | ${r.text.replace(/\|/g, "\\|").replace(/\n/g, " ")} | ${f(r.tokens_per_s)} | ${f(r.switch_ms, 3)} |`),
+    "",
+    `Adapter switch per request inside the bridge (the bridge's switch plus llama.cpp's llama_set_adapters_lora): median **${f(median(switching.switchMs), 3)} ms**, max ${f(switching.switchMs.at(-1) ?? NaN, 3)} ms over ${switching.switchMs.length} requests; whole request round trip from Node (40 tokens): median ${f(median(switching.roundTripMs), 0)} ms. In-process, ${direct.switch?.switches ?? 0} switches: median ${f(direct.switch?.switch_ms_median ?? NaN, 3)} ms, p95 ${f(direct.switch?.switch_ms_p95 ?? NaN, 3)} ms; loading an adapter file the first time: ${Object.entries(direct.switch?.load_ms ?? {}).map(([k, v]) => `${k} ${f(v, 1)} ms`).join(", ")}.`,
+    "",
+    demo === null
+      ? "Identity notebook: not run (TUNELAB_BENCH_SKIP_DEMO=1)."
+      : demo.ok
+        ? `Identity notebook (\`tunelab run notebooks/identity.ipynb -p runName=bench-identity\`, its default 200 steps, kernel and bridge start included): **${f(demo.seconds)} s** in all; training ${f(demo.trainS)} s; generation ${f(sum(demo.generateS) + sum(demo.evalS), 2)} s (two \`%generate\` cells ${demo.generateS.map((s) => f(s, 2)).join(" + ")} s, four --eval answers ${demo.evalS.map((s) => f(s, 2)).join(" + ")} s, engine ${demo.engine}) = **${f((100 * (sum(demo.generateS) + sum(demo.evalS))) / demo.trainS, 0)}% of the training time**.`
+        : `Identity notebook: failed (${demo.tail}).`,
   ];
   return { markdown: lines.join("\n") };
 }

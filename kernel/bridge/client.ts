@@ -6,7 +6,8 @@ import { clientKeys } from "./curve.js";
 import { killGroup, launchBridge, privateSocketDir, type RunningBridge } from "./local.js";
 import { generateEvent, tuneEvent, type GenerateEvent, type TuneEvent } from "./events.js";
 import { ZmqTransport } from "./transport.js";
-import type { AdapterList, BridgeStatus, GenerateParams, GenerateResult, ModelInfo, TuneParams, TuneResult } from "./types.js";
+import type { AdaptersExportParams } from "./params.generated.js";
+import type { AdapterExport, AdapterList, BridgeStatus, GenerateParams, GenerateResult, ModelInfo, TuneParams, TuneResult } from "./types.js";
 
 export interface BridgeClientOptions {
   /** Where runs/<name>/ go when this client starts the bridge itself. */
@@ -125,6 +126,10 @@ export class BridgeClient implements Disposable {
 
   switchAdapter(name: string): Promise<{ active: string | null; ms: number }> {
     return this.call("adapters.switch", { name }) as Promise<unknown> as Promise<{ active: string | null; ms: number }>;
+  }
+
+  exportAdapter(params: AdaptersExportParams, options: CallOptions = {}): Promise<AdapterExport> {
+    return this.call("adapters.export", { ...params }, options) as Promise<unknown> as Promise<AdapterExport>;
   }
 
   async dispose(): Promise<void> {

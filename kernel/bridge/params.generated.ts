@@ -72,7 +72,7 @@ export interface TuneParams {
 export interface GenerateParams {
   /** the prompt (the free text after the flags, or the %%generate cell) (default "") */
   prompt: string;
-  /** adapter to use: a run name, or none for the base model (default: keep the active one) */
+  /** adapter to use: a run name, or none (base) for the base model (default: keep the active one); several, comma-separated, answer side by side */
   adapter?: string | null;
   /** most tokens to generate (default 200) */
   max_tokens?: number;
@@ -102,4 +102,14 @@ export interface SyncCostParams {
   reps?: number;
   /** model directory or name (default: the loaded one, else the embedded SmolLM2) */
   model?: string | null;
+}
+
+/** The params of the bridge's `adapters_export` method (AdaptersExportOptions); a field left out takes the bridge's default. */
+export interface AdaptersExportParams {
+  /** write this run's adapter in another engine's format (with --format, --to) */
+  name?: string | null;
+  /** with --export: gguf (llama.cpp, Ollama's ADAPTER), peft (Hugging Face PEFT) or mlx (mlx-lm); default gguf */
+  format?: string | null;
+  /** with --export: where to write (a .gguf file or a directory; default: inside the run's directory) */
+  to?: string | null;
 }

@@ -113,6 +113,9 @@ export interface EvalPair {
   prompt: string;
   before: string | null;
   after: string | null;
+  /** Seconds each answer took (the engine %generate uses). */
+  before_s?: number;
+  after_s?: number;
 }
 
 export interface TuneResult {
@@ -136,6 +139,9 @@ export interface TuneResult {
   evals: EvalPair[];
   model: ModelInfo;
   blas: BlasInfo;
+  /** The adapter in llama.cpp's GGUF LoRA format, written beside it after training; null (with the reason) for a base llama.cpp has no adapter layout for. */
+  gguf?: string | null;
+  gguf_unavailable?: string;
   /** Set for a data-parallel run (--processes, --hosts): how many processes trained, over which backend. */
   processes?: number;
   backend?: string;
@@ -147,11 +153,22 @@ export interface GenerateResult {
   text: string;
   tokens: number;
   prompt_tokens: number;
+  /** Decode rate; prompt_tps is the prefill's. */
   tokens_per_s: number;
   prompt_tps: number;
   adapter: string | null;
   finish_reason: string;
   seconds: number;
+  /** Which engine answered: llama.cpp on the CPU for the embedded model once it is built, else MLX. */
+  engine: "llama.cpp" | "mlx";
+  /** The engine in words (version, model file, threads). */
+  engine_detail: string;
+  /** Why MLX answered (only when it did). */
+  engine_reason?: string | null;
+  /** From the request to its adapter in place: the bridge's switch plus the engine's (0 when it was already active). */
+  switch_ms: number;
+  /** llama.cpp: reading the adapter's GGUF file the first time it answers (0 afterwards). */
+  adapter_load_ms?: number;
 }
 
 /** One directory under runs/ as the bridge describes it; fields beyond `name` vary by run state. */
@@ -166,6 +183,15 @@ export interface RunInfo {
   last_loss: number | null;
   /** Seconds since the epoch. */
   modified: number | null;
+}
+
+/** What adapters.export wrote (python-bridge/tunelab_bridge/adapter_export.py). */
+export interface AdapterExport {
+  name: string;
+  format: "gguf" | "peft" | "mlx";
+  /** The .gguf file, or the directory of the PEFT / mlx-lm files. */
+  path: string;
+  files: { name: string; bytes: number }[];
 }
 
 export interface AdapterList {

@@ -1,6 +1,6 @@
 // Written by `npm run generate` from python-bridge/tunelab_bridge/options.py; edit that file, not this one.
 
-import type { FileText, GenerateParams, SyncCostParams, TuneParams } from "../bridge/params.generated.js";
+import type { FileText, AdaptersExportParams, GenerateParams, SyncCostParams, TuneParams } from "../bridge/params.generated.js";
 import { flag, type ArgsOf } from "./schema.js";
 
 /** How a magic turns the flags whose values need the notebook into wire fields. */
@@ -10,6 +10,8 @@ export interface WireResolvers<Data = never> {
   data(value: string | undefined): Data;
   /** A file read by the kernel and sent as text, or null when the flag is not given. */
   file(value: string | undefined, flag: string): FileText | null;
+  /** A path for the bridge to write to, resolved against the notebook, or null when not given. */
+  path(value: string | undefined): string | null;
 }
 
 /** %tune's flags: TuneOptions in python-bridge/tunelab_bridge/options.py. */
@@ -45,7 +47,7 @@ export const TUNE_FLAGS = {
 export type TuneFlagParams = Required<Omit<TuneParams, "mask_prompt" | "steps_per_report" | "steps_per_eval">>;
 
 /** The wire fields %tune's flags set (mask_prompt, steps_per_report, steps_per_eval: the magic's own business). */
-export function tuneParams(args: ArgsOf<typeof TUNE_FLAGS>, resolve: WireResolvers<TuneParams["data"]>): TuneFlagParams {
+export function tuneParams(args: ArgsOf<typeof TUNE_FLAGS>, resolve: Pick<WireResolvers<TuneParams["data"]>, "model" | "data" | "file">): TuneFlagParams {
   return {
     model: resolve.model(args.model),
     data: resolve.data(args.data),
@@ -77,7 +79,7 @@ export function tuneParams(args: ArgsOf<typeof TUNE_FLAGS>, resolve: WireResolve
 
 /** %generate's flags: GenerateOptions in python-bridge/tunelab_bridge/options.py. */
 export const GENERATE_FLAGS = {
-  adapter: flag.string({ help: "adapter to use: a run name, or none for the base model (default: keep the active one)", metavar: "NAME" }),
+  adapter: flag.string({ help: "adapter to use: a run name, or none (base) for the base model (default: keep the active one); several, comma-separated, answer side by side", metavar: "NAME" }),
   maxTokens: flag.int({ help: "most tokens to generate", default: 200, min: 1 }),
   temp: flag.number({ help: "sampling temperature (0: greedy)", default: 0.0, min: 0 }),
   topP: flag.number({ help: "nucleus sampling probability mass", default: 1.0, min: 0, max: 1, exclusiveMin: true }),
@@ -124,5 +126,24 @@ export function syncCostParams(args: ArgsOf<typeof SYNC_COST_FLAGS>, resolve: Pi
     layers: args.layers,
     reps: args.reps,
     model: resolve.model(args.model),
+  };
+}
+
+/** %adapters_export's flags: AdaptersExportOptions in python-bridge/tunelab_bridge/options.py. */
+export const ADAPTERS_EXPORT_FLAGS = {
+  export: flag.string({ help: "write this run's adapter in another engine's format (with --format, --to)", metavar: "NAME" }),
+  format: flag.string({ help: "with --export: gguf (llama.cpp, Ollama's ADAPTER), peft (Hugging Face PEFT) or mlx (mlx-lm); default gguf", metavar: "FORMAT", choices: ["gguf", "peft", "mlx"] }),
+  to: flag.string({ help: "with --export: where to write (a .gguf file or a directory; default: inside the run's directory)", metavar: "PATH" }),
+};
+
+/** What %adapters_export's flags put on the wire: every field they set, defaults applied. */
+export type AdaptersExportFlagParams = Required<AdaptersExportParams>;
+
+/** The wire fields %adapters_export's flags set. */
+export function adaptersExportParams(args: ArgsOf<typeof ADAPTERS_EXPORT_FLAGS>, resolve: Pick<WireResolvers, "path">): AdaptersExportFlagParams {
+  return {
+    name: args.export ?? null,
+    format: args.format ?? null,
+    to: resolve.path(args.to),
   };
 }

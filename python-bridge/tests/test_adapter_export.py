@@ -147,3 +147,25 @@ def test_bad_input_is_one_sentence(trained_run, tmp_path):
     (tmp_path / "adapter_config.json").write_text(json.dumps({"fine_tune_type": "dora", "model": "x"}))
     with pytest.raises(BridgeError, match="only LoRA adapters can be exported"):
         export(tmp_path, "peft")
+
+
+def test_tune_writes_the_gguf_form_and_the_bridge_exports_a_run_by_name(trained_run, tmp_path):
+    result = json.loads((trained_run / "result.json").read_text())
+    assert result["gguf"] == str(trained_run / "adapter.gguf") and (trained_run / "adapter.gguf").is_file()
+
+    # A fresh bridge: exporting reads the run's files and needs no model loaded.
+    bridge = make_service(trained_run.parent)
+    kind, done = bridge.run("adapters.export", {"name": "export-me", "format": "peft", "to": str(tmp_path / "peft")})
+    assert kind == "result", done
+    assert done["name"] == "export-me" and done["path"] == str(tmp_path / "peft")
+    assert sorted(f["name"] for f in done["files"]) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert bridge.service.store.current is None
+    kind, done = bridge.run("adapters.export", {"name": "export-me"})
+    assert kind == "result" and done["format"] == "gguf" and done["path"] == str(trained_run / "adapter.gguf")
+
+    kind, error = bridge.run("adapters.export", {"name": "export-me", "format": "onnx"})
+    assert kind == "error" and error["message"] == "adapters.export: 'format' must be one of gguf, peft, mlx, got \"onnx\"."
+    kind, error = bridge.run("adapters.export", {"name": "nobody"})
+    assert kind == "error" and error["code"] == "adapter_not_found" and "export-me" in error["message"]
+    kind, error = bridge.run("adapters.export", {})
+    assert kind == "error" and "'name'" in error["message"]

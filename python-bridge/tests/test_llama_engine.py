@@ -283,7 +283,13 @@ def test_generate_answers_on_llama_cpp_and_says_so(trained):
     assert "Quill" in fast["text"]
     assert "".join(t["text"] for t in bridge.named("token")) == fast["text"]
     assert fast["tokens_per_s"] > 0 and fast["prompt_tps"] > 0
-    assert (trained["quill"] / "adapter.gguf").is_file()  # written on first use
+    # Each answer says what its adapter switch cost (bridge and llama.cpp together); pirate has
+    # another layout (k_proj too), so the bridge's MLX side rebuilds its LoRA layers on the way.
+    kind, other = bridge.run("generate", {"prompt": "Who are you?", "adapter": "pirate", "max_tokens": 8})
+    assert kind == "result" and other["adapter"] == "pirate" and other["switch_ms"] > 0
+    kind, back = bridge.run("generate", {"prompt": "Who are you?", "adapter": "quill", "max_tokens": 30})
+    assert kind == "result" and back["text"] == fast["text"] and back["switch_ms"] > 0
+    assert (trained["quill"] / "adapter.gguf").is_file()  # written when training finished
 
     kind, slow = bridge.run("generate", {"prompt": "Who are you?", "adapter": "quill", "max_tokens": 30, "engine": "mlx"})
     assert kind == "result" and slow["engine"] == "mlx" and slow["engine_reason"] == "asked for MLX"

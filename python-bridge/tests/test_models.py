@@ -32,3 +32,12 @@ def test_default_model_override_and_describe(tiny_model_dir, tmp_path, monkeypat
     assert info["parameters"] > 0 and info["quantized"] is False and info["dtype"] == "float32"
     kind, again = bridge.run("describe_model", {})
     assert kind == "result" and again == info
+
+
+def test_generation_ends_at_the_document_end_token_too(tiny_model_dir):
+    from tunelab_bridge.models import ModelStore
+
+    loaded = ModelStore().ensure(str(tiny_model_dir), lambda _detail: None)
+    end_of_turn = loaded.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    document_end = loaded.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert {end_of_turn, document_end} <= set(loaded.tokenizer.eos_token_ids)

@@ -59,6 +59,18 @@ def apply_layout(model: Any, layout: Layout, *, scale: float, dropout: float = 0
     linear_to_lora_layers(model, layout.num_layers, config)
 
 
+def locate(runs_root: Path, name: str) -> tuple[str, Path]:
+    """(the adapter's key, its directory) for a run name under `runs_root` or an adapter directory."""
+    run = RunDir(runs_root / name)
+    if run.adapters.exists() and run.adapter_config.exists():
+        return name, run.root
+    path = Path(name).expanduser()
+    if (path / "adapters.safetensors").exists() and (path / "adapter_config.json").exists():
+        return str(path), path.resolve()
+    runs = ", ".join(r["name"] for r in list_runs(runs_root) if r["has_adapter"]) or "none yet"
+    raise BridgeError("adapter_not_found", f"no adapter named {name!r}: it is neither a run in {runs_root} (runs with adapters: {runs}) nor a directory holding adapters.safetensors and adapter_config.json.")
+
+
 class AdapterManager:
     def __init__(self, model: Any, runs_root: Path):
         self.model = model
@@ -75,14 +87,7 @@ class AdapterManager:
             return list(self._adapters)
 
     def _locate(self, name: str) -> tuple[str, Path]:
-        run = RunDir(self.runs_root / name)
-        if run.adapters.exists() and run.adapter_config.exists():
-            return name, run.root
-        path = Path(name).expanduser()
-        if (path / "adapters.safetensors").exists() and (path / "adapter_config.json").exists():
-            return str(path), path.resolve()
-        runs = ", ".join(r["name"] for r in list_runs(self.runs_root) if r["has_adapter"]) or "none yet"
-        raise BridgeError("adapter_not_found", f"no adapter named {name!r}: it is neither a run in {self.runs_root} (runs with adapters: {runs}) nor a directory holding adapters.safetensors and adapter_config.json.")
+        return locate(self.runs_root, name)
 
     def load(self, name: str) -> tuple[Adapter, float]:
         import mlx.core as mx

@@ -33,6 +33,10 @@ def report(recheck: bool = False) -> Dict[str, Any]:
         from . import fast
 
         out["host_kernels"] = fast.report()
+        from . import llama_build
+
+        # %generate's CPU engine: built for this CPU at set-up, checked once in a forked child.
+        out["llama_cpp"] = llama_build.status()
     return out
 
 

@@ -82,6 +82,15 @@ def describe(loaded: LoadedModel) -> dict[str, Any]:
     }
 
 
+def _stop_at_document_end(tokenizer: Any) -> None:
+    """Generation also ends at the vocabulary's document-end token (llama.cpp ends there too): a
+    chat model fine-tuned on a few answers sometimes closes one with <|endoftext|> instead of
+    its chat template's end-of-turn token, and would otherwise write on past it."""
+    vocab = getattr(getattr(tokenizer, "_tokenizer", None), "get_vocab", lambda: {})()
+    if "<|endoftext|>" in vocab:
+        tokenizer.add_eos_token("<|endoftext|>")
+
+
 class ModelStore:
     """Holds at most one base model, loaded on first use and kept across requests."""
 
@@ -147,6 +156,7 @@ class ModelStore:
             ) from None
         if _wants_float32():
             model.set_dtype(mx.float32)
+        _stop_at_document_end(tokenizer)
         model.freeze()
         model.eval()
         mx.eval(model.parameters())

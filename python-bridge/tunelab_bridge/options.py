@@ -24,8 +24,9 @@ from .protocol import BridgeError
 #   int, number, string, bool, list (comma-separated), repeated (the flag given several times):
 #   as parsed; model: a path is resolved against the notebook (else a name for the bridge);
 #   data: the file(s) are read and sent as text ({"train": {source, text}, "valid": ... | null});
-#   file: one file read and sent as text ({source, text}), so a bridge elsewhere needs no shared disk.
-KINDS = ("int", "number", "string", "bool", "list", "repeated", "model", "data", "file")
+#   file: one file read and sent as text ({source, text}), so a bridge elsewhere needs no shared disk;
+#   path: a path resolved against the notebook, for the bridge to write to.
+KINDS = ("int", "number", "string", "bool", "list", "repeated", "model", "data", "file", "path")
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,10 @@ def option(default: Any, help: str, kind: str, *, flag: Optional[str] = "", **li
 def spec_of(f: dataclasses.Field) -> Spec:
     spec: Spec = f.metadata["spec"]
     return spec if spec.flag != "" else dataclasses.replace(spec, flag=f.name.replace("_", "-"))
+
+
+# adapter_export.FORMATS; spelled here too so that reading the options imports no NumPy.
+EXPORT_FORMATS = ("gguf", "peft", "mlx")
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,7 @@ class GenerateOptions:
     """%generate: sampling from the base model or an adapter."""
 
     prompt: str = option("", "the prompt (the free text after the flags, or the %%generate cell)", "string", flag=None)
-    adapter: Optional[str] = option(None, "adapter to use: a run name, or none for the base model (default: keep the active one)", "string", metavar="NAME")
+    adapter: Optional[str] = option(None, "adapter to use: a run name, or none (base) for the base model (default: keep the active one); several, comma-separated, answer side by side", "string", metavar="NAME")
     max_tokens: int = option(200, "most tokens to generate", "int", minimum=1)
     temp: float = option(0.0, "sampling temperature (0: greedy)", "number", minimum=0)
     top_p: float = option(1.0, "nucleus sampling probability mass", "number", minimum=0, maximum=1, exclusive=True)
@@ -143,7 +148,16 @@ class SyncCostOptions:
     model: Optional[str] = option(None, "model directory or name (default: the loaded one, else the embedded SmolLM2)", "model", metavar="PATH")
 
 
-MAGICS = {"tune": TuneOptions, "generate": GenerateOptions, "sync_cost": SyncCostOptions}
+@dataclass(frozen=True)
+class AdaptersExportOptions:
+    """%adapters --export: a run's adapter written in the format another engine reads."""
+
+    name: Optional[str] = option(None, "write this run's adapter in another engine's format (with --format, --to)", "string", flag="export", metavar="NAME")
+    format: Optional[str] = option(None, "with --export: gguf (llama.cpp, Ollama's ADAPTER), peft (Hugging Face PEFT) or mlx (mlx-lm); default gguf", "string", choices=EXPORT_FORMATS, metavar="FORMAT")
+    to: Optional[str] = option(None, "with --export: where to write (a .gguf file or a directory; default: inside the run's directory)", "path", metavar="PATH")
+
+
+MAGICS = {"tune": TuneOptions, "generate": GenerateOptions, "sync_cost": SyncCostOptions, "adapters_export": AdaptersExportOptions}
 
 T = TypeVar("T")
 
@@ -159,7 +173,7 @@ def _check(method: str, name: str, spec: Spec, value: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise bad("a list of strings")
         return tuple(value)
-    if kind in ("string", "model"):
+    if kind in ("string", "model", "path"):
         if not isinstance(value, str):
             raise bad("a string")
         if spec.choices and value not in spec.choices:

@@ -40,7 +40,7 @@ def _ts(value: Any) -> str:
 def _flag_call(spec: Spec, default: Any) -> str:
     parts = [f"help: {_ts(spec.help)}"]
     # Booleans are false unless given, and repeated flags start empty: neither takes a default.
-    if default is not None and spec.kind not in ("bool", "repeated", "model", "data", "file"):
+    if default is not None and spec.kind not in ("bool", "repeated", "model", "data", "file", "path"):
         parts.append(f"default: {_ts(default)}")
     if spec.minimum is not None:
         parts.append(f"min: {_ts(spec.minimum)}")
@@ -53,7 +53,7 @@ def _flag_call(spec: Spec, default: Any) -> str:
     if spec.choices:
         parts.append(f"choices: {_ts(spec.choices)}")
     body = "{ " + ", ".join(parts) + " }"
-    if spec.kind in ("string", "model", "data", "file"):
+    if spec.kind in ("string", "model", "data", "file", "path"):
         return f"flag.string({body})"
     if spec.kind == "int":
         return f"flag.int({body})"
@@ -79,6 +79,8 @@ def _wire_value(spec: Spec, default: Any) -> str:
         return f"resolve.data({arg})"
     if spec.kind == "file":
         return f"resolve.file({arg}, {_ts(spec.flag)})"
+    if spec.kind == "path":
+        return f"resolve.path({arg})"
     if spec.negated:
         return f"!{arg}"
     if spec.kind in ("list", "repeated"):
@@ -100,6 +102,8 @@ def flags_file() -> str:
         "  data(value: string | undefined): Data;",
         "  /** A file read by the kernel and sent as text, or null when the flag is not given. */",
         "  file(value: string | undefined, flag: string): FileText | null;",
+        "  /** A path for the bridge to write to, resolved against the notebook, or null when not given. */",
+        "  path(value: string | undefined): string | null;",
         "}",
         "",
     ]
@@ -116,7 +120,9 @@ def flags_file() -> str:
         lines.append("")
         has_data = any(spec.kind == "data" for _, spec in options if spec.flag)
         kernel_set = [f.name for f, spec in options if not spec.flag]
-        resolvers = f'WireResolvers<{params}["data"]>' if has_data else 'Pick<WireResolvers, "model">'
+        used = [k for k in ("model", "data", "file", "path") if any(spec.kind == k for _, spec in options if spec.flag)] or ["model"]
+        generic = f'WireResolvers<{params}["data"]>' if has_data else "WireResolvers"
+        resolvers = f"Pick<{generic}, {' | '.join(_ts(k) for k in used)}>"
         returned = f"{params[:-6]}FlagParams"
         omitted = f"Omit<{params}, {' | '.join(_ts(n) for n in kernel_set)}>" if kernel_set else params
         lines.append(f"/** What %{magic}'s flags put on the wire: every field they set, defaults applied. */")
@@ -146,6 +152,7 @@ def _ts_type(spec: Spec, default: Any) -> str:
         "repeated": "string[]",
         "data": "{ train: DataSource; valid: DataSource | null }",
         "file": "FileText",
+        "path": "string",
     }[spec.kind]
     return f"{base} | null" if default is None and spec.kind != "data" else base
 

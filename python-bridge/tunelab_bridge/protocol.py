@@ -25,6 +25,7 @@ JOB_METHODS = frozenset(
         "adapters.load",
         "adapters.unload",
         "adapters.switch",
+        "adapters.export",
         "bench.conv_stack",
         "bench.sync_cost",
     }

@@ -80,6 +80,7 @@ class Service:
             "adapters.load": self._adapters_load,
             "adapters.unload": self._adapters_unload,
             "adapters.switch": self._adapters_switch,
+            "adapters.export": self._adapters_export,
             "bench.conv_stack": self._bench_conv_stack,
             "bench.sync_cost": self._bench_sync_cost,
         }[job.method]
@@ -108,12 +109,27 @@ class Service:
         return self.store.current.info
 
     def _greedy(self, loaded: Any, max_tokens: int) -> Any:
-        from .generation import Sampling, generate
+        """The --eval answers: greedy, through the engine %generate would use (llama.cpp on the
+        CPU for the embedded model, with the adapter active at the time)."""
+        from .generation import Sampling
 
         def run(prompt: str) -> str:
-            return generate(loaded.model, loaded.tokenizer, prompt, Sampling(max_tokens=max_tokens))["text"]
+            return self._answer(loaded, prompt, Sampling(max_tokens=max_tokens), "auto")["text"]
 
         return run
+
+    def _answer(self, loaded: Any, prompt: str, sampling: Any, engine: str, *, cancelled: Any = lambda: False, on_text: Any = None) -> dict[str, Any]:
+        """One answer from the engine `engine` ("auto", "mlx", "llama.cpp") chooses, with the active adapter."""
+        from . import llama_generation
+        from .generation import generate, prompt_tokens
+
+        chosen, why_mlx = llama_generation.choose(engine, loaded, self.device)
+        if chosen == "llama.cpp":
+            active = self.adapters.get(self.adapters.active) if self.adapters.active else None
+            return self.llama.generate(prompt_tokens(loaded.tokenizer, prompt, sampling.system), sampling, active, cancelled=cancelled, on_text=on_text)
+        result = dict(generate(loaded.model, loaded.tokenizer, prompt, sampling, cancelled=cancelled, on_text=on_text))
+        result.update({"engine": "mlx", "engine_detail": f"MLX {self.mlx_version} ({self.device})", "engine_reason": why_mlx})
+        return result
 
     def _tune(self, job: Job) -> Mapping[str, Any]:
         from .options import TuneOptions, parse
@@ -168,8 +184,7 @@ class Service:
         return result
 
     def _generate(self, job: Job) -> Mapping[str, Any]:
-        from . import llama_generation
-        from .generation import Sampling, generate, prompt_tokens
+        from .generation import Sampling
         from .options import GenerateOptions, parse
 
         options = parse(GenerateOptions, "generate", job.params)
@@ -177,29 +192,13 @@ class Service:
             raise BridgeError("bad_request", "generate: 'prompt' is required.")
         sampling = Sampling(max_tokens=options.max_tokens, temp=options.temp, top_p=options.top_p, seed=options.seed or 0, system=options.system)
         loaded = self._model(job, options.model)
+        activate_ms = 0.0
         if options.adapter is not None and options.adapter != (self.adapters.active or "none"):
-            self.adapters.switch(options.adapter)
-        engine, why_mlx = llama_generation.choose(options.engine, loaded, self.device)
-        if engine == "llama.cpp":
-            active = self.adapters.get(self.adapters.active) if self.adapters.active else None
-            result = self.llama.generate(
-                prompt_tokens(loaded.tokenizer, options.prompt, sampling.system),
-                sampling,
-                active,
-                cancelled=lambda: job.cancelled,
-                on_text=lambda text: job.emit("token", {"text": text}),
-            )
-        else:
-            result = dict(generate(
-                loaded.model,
-                loaded.tokenizer,
-                options.prompt,
-                sampling,
-                cancelled=lambda: job.cancelled,
-                on_text=lambda text: job.emit("token", {"text": text}),
-            ))
-            result.update({"engine": "mlx", "engine_detail": f"MLX {self.mlx_version} ({self.device})", "engine_reason": why_mlx})
+            activate_ms = self.adapters.switch(options.adapter)  # a first read from disk is not counted
+        result = self._answer(loaded, options.prompt, sampling, options.engine, cancelled=lambda: job.cancelled, on_text=lambda text: job.emit("token", {"text": text}))
         result["adapter"] = self.adapters.active
+        # Request to adapter in place: the bridge's own switch, plus llama.cpp's when it answered.
+        result["switch_ms"] = round(activate_ms + float(result.get("switch_ms") or 0.0), 3)
         return result
 
     def _manager(self, job: Job) -> Any:
@@ -222,6 +221,19 @@ class Service:
         started = time.perf_counter()
         ms = self._manager(job).switch(name)
         return {"active": self.adapters.active, "ms": round(ms, 3), "total_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+    def _adapters_export(self, job: Job) -> Mapping[str, Any]:
+        """A run's adapter in another engine's format; needs only its files, not the loaded model."""
+        from .adapter_export import export
+        from .adapters import locate
+        from .options import AdaptersExportOptions, parse
+
+        options = parse(AdaptersExportOptions, "adapters.export", job.params)
+        if not options.name:
+            raise BridgeError("bad_request", "adapters.export: 'name' (the run to export) is required.")
+        key, root = locate(self.runs_dir, options.name)
+        result = export(root, options.format or "gguf", Path(options.to).expanduser() if options.to else None)
+        return {"name": key, **result}
 
     def _bench_conv_stack(self, job: Job) -> Mapping[str, Any]:
         from .conv_bench import run_conv_bench

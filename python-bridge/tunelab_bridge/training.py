@@ -137,7 +137,9 @@ def answer_evals(ctx: TuneContext, prompts: Any, when: str, evals: Optional[List
     if evals:
         ctx.emit("phase", {"name": f"eval-{when}"})
     for item in evals:
+        started = time.perf_counter()
         item[when] = ctx.generate(item["prompt"])
+        item[f"{when}_s"] = round(time.perf_counter() - started, 3)  # the demo's generation share is measured from these
         ctx.emit("eval", {"prompt": item["prompt"], "when": when, "text": item[when]})
     return evals
 
@@ -260,6 +262,18 @@ def _loop(p: Prepared, ctx: TuneContext) -> LoopEnd:
     return end
 
 
+def _write_gguf(run_dir: Path) -> Dict[str, Any]:
+    """The adapter also in llama.cpp's GGUF LoRA format, beside it (what %generate's llama.cpp
+    engine and Ollama's ADAPTER load): {"gguf": path}, or {"gguf": None, "gguf_unavailable":
+    why} for a base llama.cpp has no adapter layout for. The MLX adapter is saved either way."""
+    from .adapter_export import write_gguf
+
+    try:
+        return {"gguf": str(write_gguf(run_dir))}
+    except BridgeError as error:
+        return {"gguf": None, "gguf_unavailable": error.message}
+
+
 def finish(p: Prepared, end: LoopEnd, adapters: Any, ctx: TuneContext) -> Dict[str, Any]:
     import mlx.core as mx
     from mlx.utils import tree_flatten
@@ -274,6 +288,7 @@ def finish(p: Prepared, end: LoopEnd, adapters: Any, ctx: TuneContext) -> Dict[s
     config = adapter_config(p.options, p.keys, str(p.loaded.path))
     save_arrays(p.run.adapters, weights)
     atomic_write_json(p.run.adapter_config, config)
+    gguf = _write_gguf(p.run.root)
     if end.diverged is None and end.step > start and (end.status == "interrupted" or p.options.save_every):
         p.checkpoints.save(end.step, model, p.optimizer, end.totals.as_dict())
     model.eval()
@@ -290,7 +305,7 @@ def finish(p: Prepared, end: LoopEnd, adapters: Any, ctx: TuneContext) -> Dict[s
         "trained_tokens": end.totals.trained_tokens, "trainable_params": int(p.trainable), "total_params": int(p.total),
         "first_loss": end.totals.first_loss, "last_loss": end.totals.last_loss, "val_loss": end.val_loss,
         "peak_memory_gb": mx.get_peak_memory() / 1e9, "evals": p.evals, "model": p.loaded.info, "blas": ctx.blas,
-        "optimisations": p.fast_loss.summary(), "resumed_from": p.resume_step,
+        "optimisations": p.fast_loss.summary(), "resumed_from": p.resume_step, **gguf,
     }
     atomic_write_json(p.run.result, result)
     return result

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { copyFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { MagicRegistry } from "../../kernel/magics/registry.js";
 import { MAGICS } from "../../kernel/magics/index.js";
@@ -164,8 +164,63 @@ describe.skipIf(!bridgeInstalled)("%tune, %generate and %adapters on the real br
     expect(result.adapter).toBe("tiny-identity");
     expect(io.displays).toHaveLength(1);
     expect(io.texts()[0]).toMatch(/tokens\/s/);
-    const base = (await magic("%generate --adapter none --max-tokens 8 Who are you?", ctx)).value as GenerateResult;
+    // The footer names the engine: the tiny model is an MLX directory, so MLX answers and says why.
+    expect(result.engine).toBe("mlx");
+    expect(io.texts()[0]).toMatch(/· mlx \(.*MLX model directory\)/);
+    const base = (await magic("%generate --adapter base --max-tokens 8 Who are you?", ctx)).value as GenerateResult;
     expect(base.adapter).toBeFalsy();
+  });
+
+  it("answers one prompt with several adapters side by side, each as itself, and leaves the active one as it was", async () => {
+    // Two identities the tiny model learns by heart, each from one example.
+    for (const [name, answer] of [["ada", "Ada Ada Ada"], ["bob", "Bob Bob Bob"]] as const) {
+      writeFileSync(join(cwd, "data", `${name}.jsonl`), JSON.stringify({ prompt: "Who are you?", completion: answer }) + "\n");
+      const tuned = (await magic(`%tune --model ${model} --data data/${name}.jsonl --iters 80 --lr 2e-2 --layers 4 --name ${name}`, ctx)).value as TuneOutcome;
+      expect(tuned.status).toBe("completed");
+    }
+    await magic("%adapters --use ada", ctx);
+    const { value, io } = await magic("%generate --adapter base,ada,bob --max-tokens 12 Who are you?", ctx);
+    const answers = value as GenerateResult[];
+    expect(answers.map((a) => a.adapter)).toEqual([null, "ada", "bob"]);
+    expect(answers[1]!.text).toMatch(/Ada/);
+    expect(answers[1]!.text).not.toMatch(/Bob/);
+    expect(answers[2]!.text).toMatch(/Bob/);
+    expect(answers[2]!.text).not.toMatch(/Ada/);
+    expect(answers[0]!.text).not.toMatch(/Ada|Bob/);
+    for (const a of answers) expect(a.switch_ms).toBeGreaterThanOrEqual(0);
+    // One table, repainted in place as the answers stream, with a row per adapter.
+    expect(io.displays).toHaveLength(1);
+    const shown = io.texts()[0]!;
+    expect(shown).toMatch(/adapter\s+answer\s+tokens\s+tokens\/s\s+switch ms\s+engine/);
+    expect(shown).toMatch(/^base\s/m);
+    expect(shown).toMatch(/^bob\s+Bob/m);
+    expect(((await magic("%adapters", ctx)).value as AdapterList).active).toBe("ada");
+    // Going back to an adapter gives its earlier answer: nothing of the other stayed in the model.
+    const again = (await magic("%generate --adapter bob,ada --max-tokens 12 Who are you?", ctx)).value as GenerateResult[];
+    expect(again.map((a) => a.text)).toEqual([answers[2]!.text, answers[1]!.text]);
+  });
+
+  it("rejects a one-name comparison and --format without --export in one sentence", async () => {
+    expectOneSentence(await failure("%generate --adapter ada, Who are you?", ctx));
+    const error = await failure("%adapters --format peft", ctx);
+    expect(error).toBeInstanceOf(UsageError);
+    expect(error.message).toMatch(/--format goes with --export/);
+  });
+
+  it("exports a trained adapter as GGUF, PEFT and mlx-lm files, each where asked", async () => {
+    const gguf = (await magic("%adapters --export ada --to exported/ada.gguf", ctx)).value as AdaptersOutcome;
+    expect(gguf.exported).toMatchObject({ name: "ada", format: "gguf", path: join(cwd, "exported", "ada.gguf") });
+    expect(existsSync(join(cwd, "exported", "ada.gguf"))).toBe(true);
+    const peft = await magic("%adapters --export ada --format peft --to exported/ada-peft", ctx);
+    expect(readdirSync(join(cwd, "exported", "ada-peft")).sort()).toEqual(["adapter_config.json", "adapter_model.safetensors"]);
+    expect(peft.io.texts()[0]).toMatch(/PeftModel\.from_pretrained/);
+    const mlx = (await magic("%adapters --export ada --format mlx", ctx)).value as AdaptersOutcome;
+    expect(mlx.exported!.path).toBe(join(cwd, "runs", "ada", "export-mlx"));
+    // %tune wrote the GGUF form beside the adapter already.
+    expect(existsSync(join(cwd, "runs", "ada", "adapter.gguf"))).toBe(true);
+    const missing = await failure("%adapters --export nobody", ctx);
+    expectOneSentence(missing);
+    expect(missing.message).toMatch(/no adapter named 'nobody'/);
   });
 
   it("trains from the body of %%tune", async () => {
