@@ -283,17 +283,25 @@ def test_generate_answers_on_llama_cpp_and_says_so(trained):
     assert "Quill" in fast["text"]
     assert "".join(t["text"] for t in bridge.named("token")) == fast["text"]
     assert fast["tokens_per_s"] > 0 and fast["prompt_tps"] > 0
-    # Each answer says what its adapter switch cost (bridge and llama.cpp together); pirate has
-    # another layout (k_proj too), so the bridge's MLX side rebuilds its LoRA layers on the way.
+    # Each answer says what its adapter switch cost (the bridge's choice and llama.cpp's switch).
+    # pirate has another layout (k_proj too): the MLX model keeps quill's layers, unused, until
+    # MLX answers, instead of being rebuilt for every llama.cpp request.
+    applied = bridge.service.adapters.applied
     kind, other = bridge.run("generate", {"prompt": "Who are you?", "adapter": "pirate", "max_tokens": 8})
     assert kind == "result" and other["adapter"] == "pirate" and other["switch_ms"] > 0
+    assert bridge.service.adapters.applied == applied
     kind, back = bridge.run("generate", {"prompt": "Who are you?", "adapter": "quill", "max_tokens": 30})
     assert kind == "result" and back["text"] == fast["text"] and back["switch_ms"] > 0
     assert (trained["quill"] / "adapter.gguf").is_file()  # written when training finished
 
     kind, slow = bridge.run("generate", {"prompt": "Who are you?", "adapter": "quill", "max_tokens": 30, "engine": "mlx"})
     assert kind == "result" and slow["engine"] == "mlx" and slow["engine_reason"] == "asked for MLX"
-    assert slow["text"] == fast["text"]
+    assert slow["text"] == fast["text"] and bridge.service.adapters.applied == "quill"
+    # MLX answering after llama.cpp answered with pirate puts pirate's layers in place first.
+    bridge.run("generate", {"prompt": "Who are you?", "adapter": "pirate", "max_tokens": 4})
+    kind, mlx_pirate = bridge.run("generate", {"prompt": "Who are you?", "max_tokens": 12, "engine": "mlx"})
+    assert kind == "result" and mlx_pirate["adapter"] == "pirate" and bridge.service.adapters.applied == "pirate"
+    assert "Barnacle" in mlx_pirate["text"], mlx_pirate["text"]
 
     kind, base = bridge.run("generate", {"prompt": "Who are you?", "adapter": "none", "max_tokens": 30})
     assert kind == "result" and base["engine"] == "llama.cpp" and base["adapter"] is None

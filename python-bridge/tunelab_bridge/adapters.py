@@ -78,7 +78,8 @@ class AdapterManager:
         self._adapters: dict[str, Adapter] = {}
         self._lock = threading.Lock()
         self.layout: Layout | None = None
-        self.active: str | None = None
+        self.active: str | None = None  # what generation answers with
+        self._applied: str | None = None  # what the MLX model's LoRA layers hold now
         self._slot_cache: list[tuple[Any, str, str]] | None = None
 
     # Read by the socket thread (adapters.list, status) while the worker mutates.
@@ -112,7 +113,7 @@ class AdapterManager:
             self._adapters[name] = Adapter(name, path, config, dict(weights))
         self.layout = Layout.from_config(config)
         self._slot_cache = None
-        self.active = name
+        self.active = self._applied = name
 
     def unload(self, name: str) -> None:
         with self._lock:
@@ -129,17 +130,40 @@ class AdapterManager:
             adapter, _ = self.load(name)
         return adapter
 
-    def switch(self, name: str | None) -> float:
-        """Make `name` (or "none"/None: the base model) active; returns milliseconds taken."""
-        started = time.perf_counter()
+    @property
+    def applied(self) -> str | None:
+        """The adapter the MLX model's LoRA layers hold now (None: none, or the base model)."""
+        return self._applied
+
+    def select(self, name: str | None) -> float:
+        """Make `name` (or "none"/None: the base model) the active adapter without touching the MLX
+        model: when llama.cpp answers, the MLX layers are not used, and rebuilding them for another
+        layout (~12 ms here) would be most of a switch. `apply()` puts it in place when MLX needs it.
+        Returns milliseconds taken (a first read from disk is loading, not switching)."""
         if name is None or name == "none":
+            self.active = None
+            return 0.0
+        adapter = self.get(name)
+        started = time.perf_counter()
+        self.active = adapter.name
+        return (time.perf_counter() - started) * 1000
+
+    def switch(self, name: str | None) -> float:
+        """Make `name` (or "none"/None: the base model) active in the MLX model; returns milliseconds taken."""
+        selecting = self.select(name)
+        return selecting + self.apply()
+
+    def apply(self) -> float:
+        """The active adapter in the MLX model's LoRA layers (a no-op when it already is); milliseconds taken."""
+        started = time.perf_counter()
+        if self._applied == self.active:
+            return 0.0
+        if self.active is None:
             for module, _, _ in self._slots():
                 module.scale = 0.0
-            self.active = None
+            self._applied = None
             return (time.perf_counter() - started) * 1000
-        adapter = self.get(name)
-        # Reading an adapter from disk the first time is not part of switching.
-        started = time.perf_counter()
+        adapter = self.get(self.active)
         if self.layout != adapter.layout:
             apply_layout(self.model, adapter.layout, scale=adapter.scale)
             self.model.freeze()
@@ -152,7 +176,7 @@ class AdapterManager:
             module.lora_a = weights[a_key]
             module.lora_b = weights[b_key]
             module.scale = adapter.scale
-        self.active = adapter.name
+        self._applied = adapter.name
         return (time.perf_counter() - started) * 1000
 
     def _slots(self) -> list[tuple[Any, str, str]]:
@@ -174,7 +198,7 @@ class AdapterManager:
         remove_lora_layers(self.model)
         self.layout = None
         self._slot_cache = None
-        self.active = None
+        self.active = self._applied = None
 
     def _check_fits(self, adapter: Adapter) -> None:
         layers = len(self.model.layers)

@@ -20,11 +20,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from . import data as datasets
 from .checkpoints import Checkpoints
-from .options import TuneOptions, as_wire, trajectory_fields
+from .options import TuneOptions
 from .protocol import BridgeError
 from .reporting import Emit, Reporter
-from .files import atomic_write_json, read_json, save_arrays
-from .runs import MetricsLog, RunDir, check_run_name, default_run_name
+from .files import atomic_write_json, save_arrays
+from .run_files import open_run, saved_params, write_gguf_beside
+from .runs import MetricsLog, RunDir
 from .steps import OptimizerStep, evaluate, train_step
 from .trainer import LoopEnd, Schedule, Totals, train_loop
 from .world import SINGLE, World
@@ -66,38 +67,6 @@ def adapter_config(options: TuneOptions, keys: List[str], model_path: str) -> Di
         "seed": options.seed,
         "mask_prompt": options.mask_prompt,
     }
-
-
-def _run_dir(options: TuneOptions, runs_root: Path) -> tuple[RunDir, Optional[int]]:
-    if not options.resume:
-        return RunDir(runs_root / check_run_name(options.name or default_run_name())), None
-    if not options.name:
-        raise BridgeError("bad_config", "--resume needs --name of the run to continue.")
-    run = RunDir(runs_root / check_run_name(options.name))
-    step = run.latest_checkpoint()
-    if step is None:
-        raise BridgeError("bad_config", f"run {options.name!r} has no checkpoint to resume from; start it again without --resume.")
-    return run, step
-
-
-def _check_resume_matches(run: RunDir, params: Mapping[str, Any]) -> None:
-    """Options that shape the trajectory must be the ones the run started with."""
-    saved = (read_json(run.config) or {}).get("params")
-    if not isinstance(saved, dict):
-        return
-    # A run saved before an option existed ran with its default.
-    defaults = as_wire(TuneOptions())
-    changed = [f for f in trajectory_fields(TuneOptions) if saved.get(f, defaults[f]) != params[f]]
-    if changed:
-        detail = ", ".join(f"{f} {saved.get(f)!r} -> {params[f]!r}" for f in changed)
-        raise BridgeError("bad_config", f"--resume must use the settings the run started with ({detail}); pass the same flags or start a new run.")
-
-
-def _saved_params(options: TuneOptions, keys: List[str]) -> Dict[str, Any]:
-    """config.json's params: the options with the keys as paths, and where the data came from."""
-    data = options.data or {}
-    sources = {role: (data.get(role) or {}).get("source") for role in ("train", "valid")}
-    return {**as_wire(options), "keys": keys, "data": sources}
 
 
 @dataclass
@@ -144,17 +113,6 @@ def answer_evals(ctx: TuneContext, prompts: Any, when: str, evals: Optional[List
     return evals
 
 
-def _open_run(options: TuneOptions, keys: List[str], ctx: TuneContext, world: World) -> tuple[RunDir, Optional[int]]:
-    """The run directory and the checkpoint step to resume from; only rank 0 touches the files,
-    and tells the others where the run starts."""
-    run, resume_step = _run_dir(options, ctx.runs_root) if world.is_main else (RunDir(ctx.runs_root / check_run_name(options.name or "rank")), None)
-    if world.is_main and resume_step is None:
-        run.reset()
-    elif world.is_main:
-        _check_resume_matches(run, _saved_params(options, keys))
-    return run, world.broadcast_int(resume_step)
-
-
 def _restore(checkpoints: Checkpoints, step: Optional[int], model: Any, optimizer: Any, world: World) -> Dict[str, Any]:
     """Rank 0 reads the checkpoint; every other rank takes its adapter and optimizer state from
     rank 0 (it may be on a machine that cannot read rank 0's files)."""
@@ -191,7 +149,7 @@ def prepare(loaded: Any, adapters: Any, options: TuneOptions, ctx: TuneContext, 
     data = datasets.load_training_data(
         options.data, loaded.tokenizer, batch_size=options.batch_size, max_seq_length=options.max_seq_length, seed=options.seed, mask_prompt=options.mask_prompt, repeat=options.repeat
     )
-    run, resume_step = _open_run(options, keys, ctx, world)
+    run, resume_step = open_run(options, keys, ctx.runs_root, world)
     # The base model, without any adapter, for the "before" answers.
     adapters.strip()
     evals = answer_evals(ctx, options.eval_prompts, "before")
@@ -213,7 +171,7 @@ def prepare(loaded: Any, adapters: Any, options: TuneOptions, ctx: TuneContext, 
     checkpoints = Checkpoints(run)
     saved = _restore(checkpoints, resume_step, model, optimizer, world)
     if world.is_main:
-        atomic_write_json(run.config, {"params": _saved_params(options, keys), "model": loaded.info, "adapter": adapter_config(options, keys, str(loaded.path)), "resumed_from": resume_step})
+        atomic_write_json(run.config, {"params": saved_params(options, keys), "model": loaded.info, "adapter": adapter_config(options, keys, str(loaded.path)), "resumed_from": resume_step})
     return Prepared(
         options, loaded, data, run, resume_step, evals, optimizer, OptimizerStep(model, optimizer, options.grad_clip), fast_loss, checkpoints,
         MetricsLog(run.metrics, keep_through_step=resume_step) if world.is_main else None, Totals.restored(saved), Totals.restored(saved), keys,
@@ -262,18 +220,6 @@ def _loop(p: Prepared, ctx: TuneContext) -> LoopEnd:
     return end
 
 
-def _write_gguf(run_dir: Path) -> Dict[str, Any]:
-    """The adapter also in llama.cpp's GGUF LoRA format, beside it (what %generate's llama.cpp
-    engine and Ollama's ADAPTER load): {"gguf": path}, or {"gguf": None, "gguf_unavailable":
-    why} for a base llama.cpp has no adapter layout for. The MLX adapter is saved either way."""
-    from .adapter_export import write_gguf
-
-    try:
-        return {"gguf": str(write_gguf(run_dir))}
-    except BridgeError as error:
-        return {"gguf": None, "gguf_unavailable": error.message}
-
-
 def finish(p: Prepared, end: LoopEnd, adapters: Any, ctx: TuneContext) -> Dict[str, Any]:
     import mlx.core as mx
     from mlx.utils import tree_flatten
@@ -288,7 +234,7 @@ def finish(p: Prepared, end: LoopEnd, adapters: Any, ctx: TuneContext) -> Dict[s
     config = adapter_config(p.options, p.keys, str(p.loaded.path))
     save_arrays(p.run.adapters, weights)
     atomic_write_json(p.run.adapter_config, config)
-    gguf = _write_gguf(p.run.root)
+    gguf = write_gguf_beside(p.run.root)
     if end.diverged is None and end.step > start and (end.status == "interrupted" or p.options.save_every):
         p.checkpoints.save(end.step, model, p.optimizer, end.totals.as_dict())
     model.eval()
