@@ -281,13 +281,13 @@ export async function runGenerateBench(): Promise<{ markdown: string }> {
     "|---|---|---:|",
     ...switching.rows,
     "",
-    `The same as one cell in a kernel, \`%generate --adapter base,quill,pirate --max-tokens 40 Who are you?\` (one table; switch ms is the bridge's switch plus llama.cpp's, from the request to the adapter in place):`,
+    `The same as one cell in a kernel, \`%generate --adapter base,quill,pirate --max-tokens 40 Who are you?\` (one table; switch ms is the answering engine's adapter switch):`,
     "",
     "| adapter | answer | decode (tokens/s) | switch (ms) |",
     "|---|---|---:|---:|",
     ...kernel.compare.map((r) => `| ${r.adapter ?? "base"} | ${r.text.replace(/\|/g, "\\|").replace(/\n/g, " ")} | ${f(r.tokens_per_s)} | ${f(r.switch_ms, 3)} |`),
     "",
-    `Adapter switch per request inside the bridge (the bridge's switch plus llama.cpp's llama_set_adapters_lora): median **${f(median(switching.switchMs), 3)} ms**, max ${f(switching.switchMs.at(-1) ?? NaN, 3)} ms over ${switching.switchMs.length} requests; whole request round trip from Node (40 tokens): median ${f(median(switching.roundTripMs), 0)} ms. In-process, ${direct.switch?.switches ?? 0} switches: median ${f(direct.switch?.switch_ms_median ?? NaN, 3)} ms, p95 ${f(direct.switch?.switch_ms_p95 ?? NaN, 3)} ms; loading an adapter file the first time: ${Object.entries(direct.switch?.load_ms ?? {}).map(([k, v]) => `${k} ${f(v, 1)} ms`).join(", ")}.`,
+    `Adapter switch per request inside the bridge (llama.cpp's llama_set_adapters_lora): median **${f(median(switching.switchMs), 3)} ms**, max ${f(switching.switchMs.at(-1) ?? NaN, 3)} ms over ${switching.switchMs.length} requests; whole request round trip from Node (40 tokens): median ${f(median(switching.roundTripMs), 0)} ms. In-process, ${direct.switch?.switches ?? 0} switches: median ${f(direct.switch?.switch_ms_median ?? NaN, 3)} ms, p95 ${f(direct.switch?.switch_ms_p95 ?? NaN, 3)} ms; loading an adapter file the first time: ${Object.entries(direct.switch?.load_ms ?? {}).map(([k, v]) => `${k} ${f(v, 1)} ms`).join(", ")}.`,
     "",
     demo === null
       ? "Identity notebook: not run (TUNELAB_BENCH_SKIP_DEMO=1)."

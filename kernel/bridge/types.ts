@@ -165,7 +165,7 @@ export interface GenerateResult {
   engine_detail: string;
   /** Why MLX answered (only when it did). */
   engine_reason?: string | null;
-  /** From the request to its adapter in place: the bridge's switch plus the engine's (0 when it was already active). */
+  /** The answering engine putting the adapter in place: llama.cpp's adapter switch, or MLX's LoRA layers (0 when already in place). */
   switch_ms: number;
   /** llama.cpp: reading the adapter's GGUF file the first time it answers (0 afterwards). */
   adapter_load_ms?: number;

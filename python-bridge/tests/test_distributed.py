@@ -49,6 +49,9 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tiny_model_dir, t
     assert (run / "adapters.safetensors").is_file() and (run / "checkpoints").is_dir()
     assert pair["evals"][0]["before"] is not None and pair["evals"][0]["after"] is not None
     assert two.service.adapters.active == "pair"
+    # The group resumes from its last checkpoint as a group.
+    kind, more = two.run("tune", tune_params(tiny_model_dir, name="pair", processes=2, resume=True, **dict(params, iters=10)))
+    assert kind == "result" and more["resumed_from"] == 8 and more["steps"] == 10 and more["processes"] == 2, more
 
 
 def test_a_killed_rank_is_a_clear_error_and_the_last_checkpoint_is_kept(tiny_model_dir, tmp_path):

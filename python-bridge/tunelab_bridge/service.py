@@ -129,7 +129,7 @@ class Service:
             return self.llama.generate(prompt_tokens(loaded.tokenizer, prompt, sampling.system), sampling, active, cancelled=cancelled, on_text=on_text)
         apply_ms = self.adapters.apply()  # MLX answers: the active adapter goes into its layers now
         result = dict(generate(loaded.model, loaded.tokenizer, prompt, sampling, cancelled=cancelled, on_text=on_text))
-        result.update({"engine": "mlx", "engine_detail": f"MLX {self.mlx_version} ({self.device})", "engine_reason": why_mlx, "switch_ms": apply_ms})
+        result.update({"engine": "mlx", "engine_detail": f"MLX {self.mlx_version} ({self.device})", "engine_reason": why_mlx, "switch_ms": round(apply_ms, 3)})
         return result
 
     def _tune(self, job: Job) -> Mapping[str, Any]:
@@ -193,13 +193,11 @@ class Service:
             raise BridgeError("bad_request", "generate: 'prompt' is required.")
         sampling = Sampling(max_tokens=options.max_tokens, temp=options.temp, top_p=options.top_p, seed=options.seed or 0, system=options.system)
         loaded = self._model(job, options.model)
-        select_ms = 0.0
         if options.adapter is not None:
-            select_ms = self.adapters.select(options.adapter)  # a first read from disk is not counted
+            self.adapters.select(options.adapter)
+        # switch_ms: the answering engine putting the adapter in place (llama.cpp's, or MLX's layers).
         result = self._answer(loaded, options.prompt, sampling, options.engine, cancelled=lambda: job.cancelled, on_text=lambda text: job.emit("token", {"text": text}))
         result["adapter"] = self.adapters.active
-        # Request to adapter in place: the bridge's choice, plus the answering engine's own switch.
-        result["switch_ms"] = round(select_ms + float(result.get("switch_ms") or 0.0), 3)
         return result
 
     def _manager(self, job: Job) -> Any:
