@@ -1,4 +1,5 @@
-"""Paired A/B of the fast path's training step between two checkouts of the bridge.
+"""Paired A/B of the fast path's training step between two checkouts of the bridge (step_ab.py
+compares two settings of one checkout, step by step in one process; a checkout needs a process).
 
     .venv-bridge/bin/python bench/fast-tune/ab_step.py OLD/python-bridge NEW/python-bridge [--rounds 4] [--iters 80]
 
