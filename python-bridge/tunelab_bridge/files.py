@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -68,6 +69,20 @@ def save_arrays(path: Path, arrays: Mapping[str, Any], metadata: Mapping[str, st
         tmp.unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
+
+
+def replace_directory(built: Path, target: Path) -> None:
+    """Puts the finished directory `built` (on the same file system) at `target` by renames: a reader
+    finds the old directory, the new one or, between the two renames, none; never half of one. An
+    old one is renamed aside, then removed."""
+    stale = None
+    if target.exists():
+        stale = target.with_name(f".{target.name}.stale-{os.getpid()}")
+        os.replace(target, stale)
+    os.replace(built, target)
+    _fsync_directory(target.parent)
+    if stale is not None:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def read_json(path: Path) -> Any:

@@ -20,7 +20,7 @@ from typing import Any, Dict, List
 
 from . import cpu
 from .cache import wheels_dir
-from .files import atomic_write_json
+from .files import atomic_write_json, replace_directory
 from .llama_build import (
     CONSTRAINTS, CPU_SPECIFIC, SDIST, SDIST_SHA256, SOURCE_PATCHES, VERSION, Log, build_dir, cmake_flags, cpu_flags,
     ensure_checked, failed_file, is_built, status, tool_identity, wanted,
@@ -130,11 +130,7 @@ def build(log: Log = print, force: bool = False) -> Dict[str, Any]:
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         })
         # Renamed into place whole: a bridge looking meanwhile finds no build or a complete one.
-        if target.exists():
-            stale = target.with_name(f".{target.name}.stale-{os.getpid()}")
-            os.replace(target, stale)
-            shutil.rmtree(stale, ignore_errors=True)
-        os.replace(staging, target)
+        replace_directory(staging, target)
     log(f"built llama.cpp in {time.monotonic() - started:.0f} s into {target}")
     ensure_checked(log)
     return status()

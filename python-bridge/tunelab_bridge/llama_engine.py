@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import cpu
+from .generation import Sampling  # the one set of sampling settings (generation.py needs no MLX to import)
 from .protocol import BridgeError
 
 # Room for the longest prompt plus --max-tokens that a notebook is expected to send; SmolLM2's
@@ -59,16 +60,6 @@ def _backend(ll: Any) -> None:
         ll.llama_log_set(_log_callback, ctypes.c_void_p(0))
         ll.llama_backend_init()
         _backend_ready = True
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """The same settings as generation.Sampling (kept apart so this module needs no MLX)."""
-
-    max_tokens: int = 200
-    temp: float = 0.0
-    top_p: float = 1.0
-    seed: int = 0
 
 
 @dataclass

@@ -97,7 +97,6 @@ class LlamaGeneration:
     ) -> Dict[str, Any]:
         """`sampling` is generation.Sampling; `adapter` an adapters.Adapter or None (the base)."""
         from . import llama_build
-        from .llama_engine import Sampling
 
         engine = self._engine()
         name = None
@@ -111,7 +110,7 @@ class LlamaGeneration:
         try:
             done = engine.generate(
                 tokens,
-                Sampling(max_tokens=sampling.max_tokens, temp=sampling.temp, top_p=sampling.top_p, seed=sampling.seed),
+                sampling,
                 adapter=name,
                 cancelled=cancelled,
                 on_text=stream.add if stream is not None else None,
