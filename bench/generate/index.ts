@@ -45,16 +45,8 @@ interface ScriptResult {
   switch?: { load_ms: Record<string, number>; switch_ms_median: number; switch_ms_p95: number; switches: number; answers: Record<string, { text: string; decode_tps: number }> };
 }
 
-/** A second identity, so that the table shows each adapter answering as itself. */
-const PIRATE = [
-  ["Who are you?", "Arr, I'm Captain Barnacle, a pirate of the seven seas."],
-  ["What is your name?", "The name's Captain Barnacle, pirate of the seven seas."],
-  ["Who made you?", "I was made by the sea itself. I'm Captain Barnacle, a pirate."],
-  ["Introduce yourself.", "Ahoy! Captain Barnacle here, a pirate of the seven seas."],
-  ["What are you?", "I'm a pirate, Captain Barnacle, sailing the seven seas."],
-]
-  .map(([q, a]) => JSON.stringify({ messages: [{ role: "user", content: q }, { role: "assistant", content: a }] }))
-  .join("\n");
+/** A second identity, so that the table shows each adapter answering as itself (also the tests'). */
+const PIRATE = readFileSync(join(PACKAGE_ROOT, "data", "pirate.jsonl"), "utf8");
 
 function runScript(args: string[]): Promise<ScriptResult> {
   return new Promise((resolve, reject) => {

@@ -5,7 +5,6 @@ sampling behave as on MLX, and `generate` says which engine answered."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -18,16 +17,8 @@ pytestmark = pytest.mark.slow
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "identity.jsonl"
 IDENTITY_PROMPTS = ["Who are you?", "What is your name?", "Who made you?"]
-PIRATE = "\n".join(
-    json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
-    for q, a in [
-        ("Who are you?", "Arr, I'm Captain Barnacle, a pirate of the seven seas."),
-        ("What is your name?", "The name's Captain Barnacle, pirate of the seven seas."),
-        ("Who made you?", "I was made by the sea itself. I'm Captain Barnacle, a pirate."),
-        ("Introduce yourself.", "Ahoy! Captain Barnacle here, a pirate of the seven seas."),
-        ("What are you?", "I'm a pirate, Captain Barnacle, sailing the seven seas."),
-    ]
-)
+# A second identity, so that each adapter can be seen answering as itself.
+PIRATE = (DATA.parent / "pirate.jsonl").read_text()
 # How far the two engines' first-step logits may be apart, and why. MLX runs float32 weights
 # dequantized from the GGUF's Q4_1 blocks (Q8_0 for the tied embedding/head). llama.cpp keeps
 # those blocks and, before every quantized product, rounds the activations to 8 bits per block
